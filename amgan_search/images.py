@@ -1,0 +1,123 @@
+"""The project's one image loader and writer.
+
+Everything that reads an image goes through `load_image`: EXIF orientation applied, every mode
+(L, P, RGBA, LA, CMYK, I;16, ...) converted to RGB with transparency composited over white, a
+decompression-bomb limit checked before any pixel is decoded, and one clear error otherwise.
+Images inside the project are uint8 HxWx3 arrays; models take float tensors in [0, 1], NCHW.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import UserError
+
+# 40 megapixels: a large catalog photo passes, a header that claims 50,000 x 50,000 does not.
+MAX_PIXELS = 40_000_000
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grayscale: scale the full range to 8 bits rather than clipping at 255.
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Read any image file as uint8 HxWx3 RGB, or raise UserError naming the file and the problem."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, not an image")
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: empty file, not an image")
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                raise UserError(
+                    f"{path}: {width}x{height} pixels is over the {MAX_PIXELS:,}-pixel limit"
+                )
+            img = ImageOps.exif_transpose(img)
+            return np.ascontiguousarray(np.asarray(_to_rgb(img), dtype=np.uint8))
+    except UserError:
+        raise
+    except UnidentifiedImageError:
+        raise UserError(f"{path}: not an image file PIL can read") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise UserError(f"{path}: unreadable image ({exc})") from None
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> None:
+    """Write uint8 HxWx3 (or HxW) under a temporary name, then rename into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}.get(path.suffix.lower(), "PNG")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            kwargs = {"quality": quality} if fmt == "JPEG" else {"optimize": False}
+            Image.fromarray(np.asarray(image, dtype=np.uint8)).save(f, format=fmt, **kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def fit_square(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Resize keeping the aspect ratio and pad to size x size with white (catalog backgrounds).
+
+    Returns the square image and the box (top, left, height, width) the picture occupies in it,
+    which `unfit_square` uses to map a model output back to the original frame.
+    """
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    resized = image if (nh, nw) == (h, w) else np.asarray(
+        Image.fromarray(image).resize((nw, nh), Image.BICUBIC))
+    out = np.full((size, size, 3), 255, dtype=np.uint8)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    out[top:top + nh, left:left + nw] = resized
+    return out, (top, left, nh, nw)
+
+
+def unfit_square(square: np.ndarray, box: tuple[int, int, int, int],
+                 shape: tuple[int, int]) -> np.ndarray:
+    """Crop the padding `fit_square` added and resize back to the original HxW."""
+    top, left, nh, nw = box
+    crop = square[top:top + nh, left:left + nw]
+    h, w = shape
+    if crop.ndim == 2:
+        img = Image.fromarray(crop)
+    else:
+        img = Image.fromarray(np.asarray(crop, dtype=np.uint8))
+    return np.asarray(img.resize((w, h), Image.BICUBIC))
+
+
+def to_tensor(images):
+    """uint8 HxWx3 array (or a list of them, same size) -> float tensor in [0, 1], NCHW."""
+    import torch
+
+    batch = np.stack(images) if isinstance(images, (list, tuple)) else np.asarray(images)[None]
+    return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def to_uint8(tensor) -> np.ndarray:
+    """Float tensor in [0, 1], NCHW (or CHW) -> uint8 NHWC (or HWC) array."""
+    t = tensor.detach().float().clamp(0, 1).mul(255).round().to("cpu")
+    t = t.permute(0, 2, 3, 1) if t.dim() == 4 else t.permute(1, 2, 0)
+    return t.numpy().astype(np.uint8)

@@ -1,0 +1,1 @@
+"""The `amgan-search` command line: thin click commands over the library."""

@@ -1,0 +1,62 @@
+"""`amgan-search`: the command group. Commands import torch and friends inside their bodies, so
+`--help` answers at once; a UserError anywhere becomes one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from amgan_search import __version__
+from amgan_search.errors import UserError
+
+
+class Cli(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(UserError.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="amgan-search")
+def cli() -> None:
+    """Edit a garment photo toward wanted attributes with AMGAN and find the nearest catalog items."""
+
+
+@cli.group()
+def train() -> None:
+    """Train the CNN+CAM classifier, the evaluation classifier, AMGAN and its baselines."""
+
+
+def _register() -> None:
+    from . import amgan, catalog, classifier, demo, retrieval, synthetic
+
+    catalog.catalog.add_command(synthetic.synth)
+    catalog.catalog.add_command(synthetic.sheet)
+    cli.add_command(catalog.catalog)
+    cli.add_command(catalog.data)
+    train.add_command(classifier.train_classifier, "classifier")
+    train.add_command(amgan.train_amgan, "amgan")
+    cli.add_command(classifier.classify)
+    cli.add_command(amgan.edit)
+    cli.add_command(retrieval.index)
+    cli.add_command(retrieval.query)
+    cli.add_command(retrieval.benchmark)
+    cli.add_command(demo.demo)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="amgan-search")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
