@@ -1,0 +1,334 @@
+"""The catalog DB: one SQLite file (through sqlite-utils) holding a catalog's schema, items and splits.
+
+Tables:
+- `metadata(key, value)`: format, root (absolute folder that image paths resolve against),
+  source, created, extra_columns (JSON), amgan_search version;
+- `attributes(position, name)` and `attribute_values(attribute, position, value)`: the schema in order;
+- `items(id, path, split, <one column per attribute: the value name or NULL>, category, gender,
+  <extra columns of the source>)`, indexed on split, on each attribute, and on the whole attribute
+  vector (+ category, gender) so that "items whose attributes equal this vector" is an index lookup.
+
+The DB is written under a temporary name and renamed into place: a failed import leaves an existing
+DB untouched. Readers open it read-only, one connection per process, so DataLoader workers can share it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from . import __version__
+from .checkpoint import atomic_path
+from .datasets import CATEGORY, GENDER, H5_ROW, Source, read_g2_row, read_source
+from .errors import UserError
+from .schema import MISSING, Schema
+
+ITEMS, METADATA, ATTRIBUTES, VALUES = "items", "metadata", "attributes", "attribute_values"
+
+
+def _q(name: str) -> str:
+    """Quote an SQL identifier (attribute names come from user files)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def item_columns(schema: Schema, extra_columns: Sequence[str] = ()) -> list[str]:
+    """Columns of the items table in order; an attribute named category/gender is that column."""
+    cols = ["id", "path", "split", *schema.names]
+    for c in (CATEGORY, GENDER, *extra_columns):
+        if c not in cols:
+            cols.append(c)
+    return cols
+
+
+def write_catalog_db(source: Source, db_path: str | os.PathLike, src: str | os.PathLike | None = None,
+                     progress: bool = True) -> None:
+    """Write `source` as a catalog DB at `db_path`, atomically."""
+    import sqlite_utils
+    from tqdm import tqdm
+
+    schema = source.schema
+    columns = item_columns(schema, source.extra_columns)
+    db_path = Path(db_path)
+    if db_path.exists() and db_path.is_dir():
+        raise UserError(f"{db_path}: is a folder, not a catalog DB file")
+    with atomic_path(db_path) as tmp:
+        conn = sqlite3.connect(str(tmp))
+        try:
+            db = sqlite_utils.Database(conn)
+            db[METADATA].create({"key": str, "value": str}, pk="key")
+            db[ATTRIBUTES].create({"position": int, "name": str}, pk="position")
+            db[VALUES].create({"attribute": str, "position": int, "value": str},
+                              pk=("attribute", "position"))
+            db[ITEMS].create({c: str for c in columns}, pk="id", not_null={"path", "split"})
+            meta = {
+                "format": source.format,
+                "root": str(Path(source.root).resolve()),
+                "source": str(Path(src).resolve()) if src is not None else "",
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "extra_columns": json.dumps(list(source.extra_columns)),
+                "version": __version__,
+            }
+            with conn:
+                db[METADATA].insert_all({"key": k, "value": v} for k, v in meta.items())
+                db[ATTRIBUTES].insert_all(
+                    {"position": i, "name": a.name} for i, a in enumerate(schema.attributes))
+                db[VALUES].insert_all(
+                    {"attribute": a.name, "position": k, "value": v}
+                    for a in schema.attributes for k, v in enumerate(a.values))
+
+                def rows():
+                    for r in tqdm(source.records, desc="catalog import", unit="item",
+                                  disable=not progress, leave=False):
+                        row = {"id": r.id, "path": r.path, "split": r.split,
+                               CATEGORY: r.category, GENDER: r.gender, **r.extra}
+                        row.update(r.attributes)
+                        yield row
+
+                db[ITEMS].insert_all(rows(), batch_size=2000)
+            table = db[ITEMS]
+            table.create_index(["split"])
+            for name in schema.names:
+                table.create_index([name])
+            vector = list(dict.fromkeys([*schema.names, CATEGORY, GENDER]))
+            table.create_index(vector, index_name="idx_items_vector")
+            conn.execute("ANALYZE")
+        finally:
+            conn.close()
+
+
+def import_catalog(fmt: str, src: str | os.PathLike, db_path: str | os.PathLike,
+                   attributes: Sequence[str] | None = None, progress: bool = True,
+                   image_root: str | os.PathLike | None = None) -> "Catalog":
+    """Read a data set (`fmt`: synthetic, deepfashion-synthesis, shopping100k, csv) into a catalog DB."""
+    source = read_source(fmt, src, attributes=attributes, image_root=image_root)
+    write_catalog_db(source, db_path, src=src, progress=progress)
+    return Catalog.open(db_path)
+
+
+# G2.h5 files opened by this process, keyed by (pid, path), with their mean image: an h5py handle
+# must not cross a fork, so each DataLoader worker opens its own on first use and keeps it.
+_H5_FILES: dict[tuple[int, str], tuple[object, np.ndarray]] = {}
+
+
+def _h5_file(path: Path):
+    """(open h5py.File, ih_mean as float32) for `path`, opened once per process."""
+    import h5py
+
+    key = (os.getpid(), str(path))
+    entry = _H5_FILES.get(key)
+    if entry is None:
+        if not path.is_file():
+            raise UserError(f"{path}: no such file")
+        try:
+            f = h5py.File(path, "r")
+        except OSError as exc:
+            raise UserError(f"{path}: not a readable HDF5 file ({exc})") from None
+        if "ih" not in f or "ih_mean" not in f:
+            raise UserError(f"{path}: expected datasets 'ih' and 'ih_mean', found {sorted(f)}")
+        entry = (f, np.asarray(f["ih_mean"], dtype=np.float32))
+        _H5_FILES[key] = entry
+    return entry
+
+
+class Catalog:
+    """A catalog DB opened read-only. Picklable: a copy in another process opens its own connection."""
+
+    def __init__(self, path: str | os.PathLike, root: str | os.PathLike | None = None):
+        self.path = Path(path)
+        self._root_override = Path(root) if root is not None else None
+        self._conn: sqlite3.Connection | None = None
+        self._pid = None
+        self._load_header()
+
+    @classmethod
+    def open(cls, db_path: str | os.PathLike, root: str | os.PathLike | None = None) -> "Catalog":
+        """Open a catalog DB; `root` overrides where image paths resolve (the catalog folder moved)."""
+        return cls(db_path, root=root)
+
+    def __reduce__(self):
+        return (Catalog, (str(self.path), self._root_override))
+
+    # -- connection and header -----------------------------------------------------------------
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            # Read-only: many processes read one catalog while nothing writes to it.
+            self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                         check_same_thread=False)
+            self._pid = os.getpid()
+        return self._conn
+
+    def _load_header(self) -> None:
+        if not self.path.is_file():
+            raise UserError(f"{self.path}: no such catalog DB (create one with `amgan-search catalog import`)")
+        try:
+            meta = dict(self.conn.execute(f"SELECT key, value FROM {METADATA}").fetchall())
+            attrs = self.conn.execute(f"SELECT name FROM {ATTRIBUTES} ORDER BY position").fetchall()
+            values = self.conn.execute(
+                f"SELECT attribute, value FROM {VALUES} ORDER BY attribute, position").fetchall()
+            self.conn.execute(f"SELECT id, path, split FROM {ITEMS} LIMIT 1").fetchall()
+        except sqlite3.DatabaseError:
+            raise UserError(f"{self.path}: not a catalog DB") from None
+        if "format" not in meta or "root" not in meta or not attrs:
+            raise UserError(f"{self.path}: not a catalog DB (no format, root or attributes)")
+        by_attr: dict[str, list[str]] = {}
+        for attribute, value in values:
+            by_attr.setdefault(attribute, []).append(value)
+        self.meta = meta
+        self.schema = Schema.from_dict({name: by_attr.get(name, []) for (name,) in attrs})
+        self.extra_columns = json.loads(meta.get("extra_columns", "[]"))
+        self.columns = item_columns(self.schema, self.extra_columns)
+
+    @property
+    def root(self) -> Path:
+        return self._root_override or Path(self.meta["root"])
+
+    @property
+    def format(self) -> str:
+        return self.meta["format"]
+
+    def close(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None
+
+    # -- items ---------------------------------------------------------------------------------
+
+    def _query(self, sql: str, params: Sequence = ()):
+        import pandas as pd
+
+        df = pd.read_sql_query(sql, self.conn, params=list(params))
+        # NULL -> None (not NaN) in every text column, so a missing value reads the same everywhere.
+        return df.astype(object).where(df.notna(), None)[self.columns]
+
+    def items(self, split: str | None = None):
+        """Items as a DataFrame (id, path, split, attributes, category, gender, extras), import order."""
+        cols = ", ".join(_q(c) for c in self.columns)
+        if split is None:
+            return self._query(f"SELECT {cols} FROM {ITEMS} ORDER BY rowid")
+        return self._query(f"SELECT {cols} FROM {ITEMS} WHERE split = ? ORDER BY rowid", [split])
+
+    def lookup(self, ids: Sequence[str]):
+        """Rows for `ids`, in that order (unknown ids -> UserError)."""
+        import pandas as pd
+
+        ids = [str(i) for i in ids]
+        cols = ", ".join(_q(c) for c in self.columns)
+        frames = []
+        for start in range(0, len(ids), 500):  # SQLite limits the number of bound parameters
+            chunk = ids[start:start + 500]
+            marks = ", ".join("?" * len(chunk))
+            frames.append(self._query(f"SELECT {cols} FROM {ITEMS} WHERE id IN ({marks})", chunk))
+        found = pd.concat(frames) if frames else self._query(f"SELECT {cols} FROM {ITEMS} LIMIT 0")
+        found = found.set_index("id", drop=False)
+        unknown = [i for i in ids if i not in found.index]
+        if unknown:
+            raise UserError(f"{self.path}: no item with id {unknown[0]!r}")
+        return found.loc[ids].reset_index(drop=True)
+
+    def labels(self, df) -> np.ndarray:
+        """Attribute value indices [n, M] int64 of the rows of `df`, -1 where missing."""
+        import pandas as pd
+
+        out = np.full((len(df), self.schema.n_attributes), MISSING, dtype=np.int64)
+        for j, attr in enumerate(self.schema.attributes):
+            column = df[attr.name]
+            codes = pd.Categorical(column, categories=list(attr.values)).codes.astype(np.int64)
+            bad = (codes == MISSING) & column.notna().to_numpy()
+            if bad.any():
+                value = column[bad].iloc[0]
+                attr.index(value)  # raises a UserError listing the valid values
+            out[:, j] = codes
+        return out
+
+    def count(self, split: str | None = None) -> int:
+        if split is None:
+            return self.conn.execute(f"SELECT COUNT(*) FROM {ITEMS}").fetchone()[0]
+        return self.conn.execute(f"SELECT COUNT(*) FROM {ITEMS} WHERE split = ?", [split]).fetchone()[0]
+
+    def splits(self) -> list[str]:
+        found = [s for (s,) in self.conn.execute(f"SELECT DISTINCT split FROM {ITEMS}")]
+        order = {"train": 0, "val": 1, "test": 2}
+        return sorted(found, key=lambda s: (order.get(s, 3), s))
+
+    def counts(self) -> dict:
+        """{split or "all": {"items": n, "values": {attr: {value: n}}, "missing": {attr: n}}}."""
+        result = {}
+        for split in [*self.splits(), "all"]:
+            result[split] = {"items": 0, "values": {a.name: {v: 0 for v in a.values}
+                                                    for a in self.schema.attributes},
+                             "missing": {a.name: 0 for a in self.schema.attributes}}
+        for split, n in self.conn.execute(f"SELECT split, COUNT(*) FROM {ITEMS} GROUP BY split"):
+            result[split]["items"] = n
+            result["all"]["items"] += n
+        for attr in self.schema.attributes:
+            col = _q(attr.name)
+            for split, value, n in self.conn.execute(
+                    f"SELECT split, {col}, COUNT(*) FROM {ITEMS} GROUP BY split, {col}"):
+                for key in (split, "all"):
+                    if value is None:
+                        result[key]["missing"][attr.name] += n
+                    else:
+                        result[key]["values"][attr.name][value] += n
+        return result
+
+    def matching(self, target, category: str | None = None, gender: str | None = None,
+                 split: str | None = None, limit: int | None = None) -> list[str]:
+        """Ids of items whose attributes equal `target`, in import order.
+
+        `target` is {attribute: value name} or a vector of value indices [M]; an attribute left out
+        of the dict is not constrained, None (or -1) asks for a missing value. The perceptual loss's
+        reference image is drawn from these (same category and gender where the data has them).
+        """
+        if not isinstance(target, Mapping):
+            target = self.schema.decode(list(np.asarray(target).ravel()))
+        where, params = [], []
+        for name, value in target.items():
+            attr = self.schema.attribute(name)
+            if value is None:
+                where.append(f"{_q(name)} IS NULL")
+            else:
+                attr.index(value)
+                where.append(f"{_q(name)} = ?")
+                params.append(value)
+        for col, value in ((CATEGORY, category), (GENDER, gender), ("split", split)):
+            if value is not None:
+                where.append(f"{_q(col)} = ?")
+                params.append(value)
+        sql = f"SELECT id FROM {ITEMS}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY rowid"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        return [i for (i,) in self.conn.execute(sql, params)]
+
+    # -- images --------------------------------------------------------------------------------
+
+    def resolve(self, path: str) -> Path:
+        return self.root / path
+
+    def read_image(self, path: str) -> np.ndarray:
+        """An item's image as uint8 HxWx3: a file under the root, or row i of an HDF5 (`G2.h5#i`)."""
+        from .images import load_image
+
+        m = H5_ROW.match(path)
+        if m is None:
+            return load_image(self.resolve(path))
+        file = self.resolve(m["file"])
+        f, mean = _h5_file(file)
+        row, n = int(m["row"]), f["ih"].shape[0]
+        if row >= n:
+            raise UserError(f"{file}: row {row} out of range ({n} images)")
+        return read_g2_row(f, row, mean)
+
+    def __repr__(self) -> str:
+        return f"Catalog({str(self.path)!r}, format={self.format!r}, items={self.count()})"
