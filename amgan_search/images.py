@@ -9,7 +9,6 @@ Images inside the project are uint8 HxWx3 arrays; models take float tensors in [
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -71,19 +70,13 @@ def save_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95,
 
     `compress_level` (PNG, zlib 0-9): bulk writers of noisy images use 1, three times faster.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}.get(path.suffix.lower(), "PNG")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            kwargs = ({"quality": quality} if fmt == "JPEG"
-                      else {"optimize": False, "compress_level": compress_level})
-            Image.fromarray(np.asarray(image, dtype=np.uint8)).save(f, format=fmt, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from .checkpoint import atomic_path
+
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}.get(Path(path).suffix.lower(), "PNG")
+    kwargs = ({"quality": quality} if fmt == "JPEG"
+              else {"optimize": False, "compress_level": compress_level})
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format=fmt, **kwargs)
 
 
 def fit_square(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
