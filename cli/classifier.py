@@ -1,11 +1,109 @@
+"""`amgan-search train classifier` (the CNN+CAM network or the evaluation classifier) and
+`amgan-search classify` (predict the attributes of images)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
 import click
 
-
-@click.command()
-def train_classifier() -> None:
-    """Train the attribute classifier."""
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 
 @click.command()
-def classify() -> None:
-    """Predict attributes of images."""
+@click.option("--db", "db_path", type=click.Path(), required=True, help="Catalog DB to train on.")
+@click.option("--out", type=click.Path(), required=True,
+              help="Run directory: the best model (config.json + model.safetensors), "
+                   "checkpoints/, log.jsonl.")
+@click.option("--role", type=click.Choice(["cam", "eval"]), default="cam", show_default=True,
+              help="cam: the network AMGAN trains against (CAM, perceptual features, embedder); "
+                   "eval: the separate classifier that grades edits.")
+@click.option("--arch", type=click.Choice(ARCHS), default=None,
+              help="ResNet depth [default: resnet18 for cam, resnet34 for eval].")
+@click.option("--size", type=int, default=64, show_default=True, help="Image side in pixels.")
+@click.option("--output-stride", type=click.Choice(["8", "16", "32"]), default=None,
+              help="Input / last conv map side [default: the largest that leaves a CAM map of "
+                   "at least 4x4 (16 at 64 px) for cam; 32 for eval].")
+@click.option("--epochs", type=int, default=20, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
+@click.option("--lr", type=float, default=None, help="Peak learning rate [default: 1e-3 adamw, 0.05 sgd].")
+@click.option("--weight-decay", type=float, default=None,
+              help="[default: 0.01 adamw, 5e-4 sgd]")
+@click.option("--seed", type=int, default=None, help="[default: 0 for cam, 1 for eval]")
+@click.option("--init", default="scratch", show_default=True,
+              help="scratch, imagenet (torchvision weights from the torch hub cache; never "
+                   "downloaded), or a classifier directory to start from.")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True,
+              help="Share of the train split held out to pick the best epoch; 0 validates on "
+                   "the test split.")
+@click.option("--workers", type=int, default=2, show_default=True, help="DataLoader workers.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--checkpoint-every", type=int, default=500, show_default=True,
+              help="Steps between resumable checkpoints (one is also written each epoch).")
+@click.option("--max-steps", type=int, default=None,
+              help="Stop at this step with a resumable checkpoint (for time-boxed sessions).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_classifier(db_path, out, role, arch, size, output_stride, epochs, batch_size, optimizer,
+                     lr, weight_decay, seed, init, val_fraction, workers, device, checkpoint_every,
+                     max_steps, resume, quiet) -> None:
+    """Train the attribute classifier (one head per attribute) on a catalog DB."""
+    from amgan_search.train_classifier import ClassifierConfig
+    from amgan_search.train_classifier import train_classifier as train
+
+    config = ClassifierConfig(
+        db=db_path, out=out, role=role, arch=arch, size=size,
+        output_stride=int(output_stride) if output_stride else None, epochs=epochs,
+        batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay, seed=seed,
+        init=init, val_fraction=val_fraction, workers=workers, device=device,
+        checkpoint_every=checkpoint_every, max_steps=max_steps, resume=resume, progress=not quiet)
+    summary = train(config)
+    best = summary["best"]
+    if summary["stopped"]:
+        click.echo(f"{out}: stopped at step {summary['step']}; continue with --resume")
+        return
+    acc = ", ".join(f"{k} {v:.3f}" for k, v in best.get("accuracy", {}).items() if v is not None)
+    test = summary["test"]
+    test_acc = ", ".join(f"{k} {v:.3f}" for k, v in test["accuracy"].items()
+                         if v is not None) if test else "-"
+    click.echo(f"{out}: best epoch {best.get('epoch')} (validation {acc or '-'}; test {test_acc})")
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--classifier", "which", default="eval", show_default=True,
+              help="A classifier directory, or cam / eval for the shipped ones.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON list of {path, attributes: {name: {value, probability}}}.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+def classify(images, which, as_json, batch_size) -> None:
+    """Predict each attribute of IMAGES with its probability."""
+    import torch
+
+    from amgan_search.classifier import load_classifier
+    from amgan_search.images import fit_square, load_image, to_tensor
+
+    # A directory of that name wins; otherwise cam / eval name the shipped models.
+    if which in ("cam", "eval") and not Path(which).is_dir():
+        model = load_classifier(None, role=which)
+    else:
+        model = load_classifier(which)
+    results = []
+    for start in range(0, len(images), batch_size):
+        paths = images[start:start + batch_size]
+        squares = [fit_square(load_image(p), model.size)[0] for p in paths]
+        with torch.no_grad():
+            indices, probs = model.predict(to_tensor(squares))
+        for path, idx, prob in zip(paths, indices.tolist(), probs.tolist()):
+            results.append({"path": str(path), "attributes": {
+                a.name: {"value": a.values[i], "probability": round(p, 4)}
+                for a, i, p in zip(model.schema.attributes, idx, prob)}})
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for r in results:
+        parts = ", ".join(f"{name}={v['value']} ({v['probability']:.2f})"
+                          for name, v in r["attributes"].items())
+        click.echo(f"{r['path']}: {parts}")
