@@ -1,0 +1,202 @@
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from amgan_helpers import SCHEMA, TinyClassifier, TinyImages, tiny_config
+from amgan_search import checkpoint as ckpt
+from amgan_search.errors import UserError
+from amgan_search.manipulate import Manipulator
+from amgan_search.train_amgan import train_amgan
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Tiny models trained 2 iterations: AMGAN and the CAM-as-mask ablation, with a saved classifier."""
+    from amgan_search.classifier import AttributeClassifier
+
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    clf = AttributeClassifier(SCHEMA, arch="resnet18", size=32)
+    ckpt.save_model_dir(root / "clf", clf.config, clf.state_dict())
+    out = {}
+    for method in ("amgan", "cam-as-mask"):
+        cfg = tiny_config(root, method=method, iters=2, classifier=str(root / "clf"))
+        torch.manual_seed(0)
+        out[method] = train_amgan(cfg, dataset=TinyImages(), classifier=TinyClassifier())
+    out["clf"] = root / "clf"
+    return out
+
+
+def _image(h=50, w=37, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_edit_returns_the_input_size_and_a_mask_per_attribute(models):
+    m = Manipulator.load(models["amgan"])
+    assert m.schema == SCHEMA and m.size == 32
+    image = _image()
+    edited, masks = m.edit(image, color="blue", sleeve="short")
+    assert edited.shape == image.shape and edited.dtype == np.uint8
+    assert list(masks) == ["color", "sleeve"]  # applied in schema order
+    for mask in masks.values():
+        assert mask.shape == image.shape[:2] and mask.dtype == np.float32
+        assert 0 <= mask.min() and mask.max() <= 1
+    assert not np.array_equal(edited, image)
+
+
+def test_edit_batch_at_the_model_size(models):
+    m = Manipulator.load(models["amgan"], classifier=TinyClassifier())
+    x = torch.rand(3, 3, 32, 32)
+    x_star, alpha = m.edit_batch(x, torch.tensor([[0, 0], [1, 1], [2, 0]]), 0,
+                                 torch.tensor([1, 2, 0]))
+    assert x_star.shape == x.shape and alpha.shape == (3, 1, 32, 32)
+    assert torch.allclose(x_star, alpha * m.net.G(x, m.schema.condition(
+        torch.tensor([[1, 0], [2, 1], [0, 0]]), 0))[2] + (1 - alpha) * x, atol=1e-5)
+
+
+def test_region_specific_editing_confines_the_change_to_the_region_mask(models):
+    # CAM as alpha: the region (sleeve=short's attention above 0.9) is never empty.
+    m = Manipulator.load(models["cam-as-mask"], classifier=TinyClassifier())
+    image = _image(40, 40, seed=1)
+    free, _ = m.edit(image, color="green")
+    confined, masks = m.edit(image, only_region="sleeve=short", color="green")
+    region = masks["region"]
+    assert 0 < (region > 0).mean() < 0.9
+    changed = np.abs(confined.astype(int) - image).max(2) > 0
+    assert changed.any()
+    assert not changed[region == 0].any()
+    assert (np.abs(free.astype(int) - image).max(2) > 0).sum() > changed.sum()
+    assert np.all(masks["color"] <= region + 1e-6)
+
+
+def test_bad_targets_and_regions_are_user_errors(models):
+    m = Manipulator.load(models["amgan"], classifier=TinyClassifier())
+    with pytest.raises(UserError, match="valid: red, blue, green"):
+        m.edit(_image(), color="mauve")
+    with pytest.raises(UserError, match="unknown attribute"):
+        m.edit(_image(), pattern="striped")
+    with pytest.raises(UserError):
+        m.edit(_image(), only_region="elbows", color="red")
+    with pytest.raises(UserError):
+        m.edit(_image())
+
+
+def test_a_classifier_of_another_schema_is_refused(models):
+    from amgan_search.schema import DEFAULT_SCHEMA
+
+    with pytest.raises(UserError, match="differ"):
+        Manipulator.load(models["amgan"], classifier=TinyClassifier(DEFAULT_SCHEMA))
+
+
+def test_edit_command_writes_edit_and_mask(models, tmp_path):
+    from amgan_search.cli.main import cli
+    from amgan_search.images import load_image, save_image
+
+    save_image(tmp_path / "top.png", _image(45, 30))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["edit", str(tmp_path / "top.png"), "--color", "red",
+                                      "--set", "sleeve=long", "--out", str(out),
+                                      "--model", str(models["amgan"])])
+    assert result.exit_code == 0, result.output
+    assert load_image(out / "top_edit.png").shape == (45, 30, 3)
+    assert load_image(out / "top_mask.png").shape == (45, 30, 3)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--color", "mauve"], "unknown color value 'mauve'; valid: red, blue, green"),
+    (["--pattern", "striped"], "unknown attribute 'pattern'"),
+    (["--set", "sleeve"], "expected attribute=value"),
+    (["--color", "red", "--only-region", "elbows"], "unknown region"),
+    ([], "no target given"),
+])
+def test_edit_command_bad_values_exit_2_with_one_line(models, tmp_path, args, message):
+    from amgan_search.cli.main import cli
+    from amgan_search.images import save_image
+
+    save_image(tmp_path / "a.png", _image())
+    result = CliRunner().invoke(cli, ["edit", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"),
+                                      "--model", str(models["amgan"]), *args])
+    assert result.exit_code == 2
+    assert message in result.output and result.output.count("\n") == 1
+
+
+# -- edit quality against the renderer's truth ------------------------------------------------
+
+class _Oracle:
+    """Edits by rendering the truth: the metrics' exact reference."""
+
+    def __init__(self, schema, n, seed, size, identity=False):
+        from amgan_search.edit_quality import test_seeds
+        from amgan_search.images import to_tensor
+        from amgan_search.synthetic import render, sample_scene
+
+        self.schema, self.size, self.identity, self.config = schema, size, identity, {"method": "oracle"}
+        self.scenes = [sample_scene(s, schema) for s in test_seeds(n, seed)]
+        self.x = to_tensor([render(s, size)[0] for s in self.scenes])
+
+    def edit_batch(self, x, labels, attribute, target):
+        from amgan_search.images import to_tensor
+        from amgan_search.synthetic import render
+
+        if self.identity:
+            return x.clone(), torch.zeros_like(x[:, :1])
+        outs, alphas = [], []
+        name = self.schema.attributes[attribute].name
+        for row, t in zip(x, target):
+            i = next(k for k in range(len(self.x)) if torch.equal(self.x[k], row))
+            img, masks = render(self.scenes[i].with_attributes(
+                **{name: self.schema.attributes[attribute].values[int(t)]}), self.size)
+            truth = to_tensor(img)[0]
+            inside = torch.as_tensor(masks["garment"] | masks["arms"] |
+                                     render(self.scenes[i], self.size)[1]["garment"] |
+                                     render(self.scenes[i], self.size)[1]["arms"])
+            alphas.append((((truth - row).abs().amax(0) > 8 / 255) & inside).float()[None])
+            outs.append(truth)
+        return torch.stack(outs), torch.stack(alphas)
+
+
+def test_edit_quality_of_the_true_render_is_perfect_and_of_no_edit_is_nil():
+    from amgan_search.edit_quality import evaluate_edits, markdown_table
+    from amgan_search.schema import DEFAULT_SCHEMA
+
+    judge = TinyClassifier(DEFAULT_SCHEMA)
+    oracle = evaluate_edits(_Oracle(DEFAULT_SCHEMA, 2, 5, 32), judge, n=2, seed=5, size=32,
+                            progress=False)
+    m = oracle["mean"]
+    assert m["fidelity_reduction"] == pytest.approx(1.0) and m["l1_edit"] == 0.0
+    assert m["preservation"] == 0.0 and m["attention_iou"] == pytest.approx(1.0)
+    assert m["l1_input"] > 0
+    assert oracle["per_attribute"]["color"]["n_edits"] == 2 * 16
+    assert oracle["per_attribute"]["sleeve"]["n_edits"] == 2 * 3
+    nothing = evaluate_edits(_Oracle(DEFAULT_SCHEMA, 2, 5, 32, identity=True), judge, n=2,
+                             seed=5, size=32, progress=False)["mean"]
+    assert nothing["fidelity_reduction"] == pytest.approx(0.0)
+    assert nothing["preservation"] == 0.0 and nothing["attention_iou"] == 0.0
+    table = markdown_table(oracle)
+    assert "| color |" in table and "| **mean** |" in table
+
+
+def test_evaluate_edits_command_on_a_tiny_synthetic_model(tmp_path):
+    from amgan_search.classifier import AttributeClassifier
+    from amgan_search.cli.amgan import evaluate_edits
+    from amgan_search.schema import DEFAULT_SCHEMA
+
+    torch.manual_seed(0)
+    clf = AttributeClassifier(DEFAULT_SCHEMA, arch="resnet18", size=32, role="eval")
+    ckpt.save_model_dir(tmp_path / "eval", clf.config, clf.state_dict())
+    cfg = tiny_config(tmp_path, method="stargan", iters=2, classifier=str(tmp_path / "eval"))
+    model = train_amgan(cfg, dataset=TinyImages(schema=DEFAULT_SCHEMA), classifier=None)
+    args = ["--model", str(model), "--eval-classifier", str(tmp_path / "eval"), "--n", "2",
+            "--size", "32", "--out", str(tmp_path / "table.md")]
+    result = CliRunner().invoke(evaluate_edits, args)
+    assert result.exit_code == 0, result.output
+    assert "| sleeve | 6 |" in result.output and (tmp_path / "table.md").is_file()
+    as_json = CliRunner().invoke(evaluate_edits, args + ["--json"])
+    import json
+
+    data = json.loads(as_json.output[as_json.output.index("{"):])
+    # StarGAN regenerates the whole picture: its attention covers everything, so its IoU is the
+    # changed fraction of the image and no pixel outside the garment is guaranteed to survive.
+    assert data["method"] == "stargan" and 0 < data["mean"]["attention_iou"] < 0.5
+    assert data["mean"]["preservation"] > 0

@@ -1,0 +1,231 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from amgan_helpers import SCHEMA, TinyClassifier, TinyImages, tiny_config
+from amgan_search import checkpoint as ckpt
+from amgan_search.errors import UserError
+from amgan_search.train_amgan import (PRESETS, AmganConfig, AmganTrainer, DataOrder,
+                                      ReferencePicker, lr_at, sample_targets, train_amgan)
+
+
+def _train(tmp_path, method="amgan", **kw):
+    cfg = tiny_config(tmp_path, method=method, **kw)
+    torch.manual_seed(0)  # the same frozen classifier in every run
+    return train_amgan(cfg, dataset=TinyImages(), classifier=TinyClassifier()), cfg
+
+
+@pytest.mark.parametrize("method", list(PRESETS))
+def test_every_method_and_ablation_trains_a_few_iterations(tmp_path, method):
+    out, cfg = _train(tmp_path, method, sample_every=4)
+    config = ckpt.read_json(out / "config.json")
+    assert config["kind"] == "amgan" and config["method"] == method
+    assert config["schema"] == SCHEMA.to_dict() and config["iterations"] == 4
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in log] == [1, 2, 3, 4]
+    last = log[-1]
+    assert all(np.isfinite(v) for v in last.values())
+    assert ("DC/gp" in last) == cfg.use_dc
+    assert ("G/att" in last) == (cfg.attention_loss == "cam")
+    assert ("G/mask" in last) == (cfg.attention_loss == "mask")
+    assert ("G/per" in last) == cfg.use_perceptual
+    assert (out / "samples" / "iter-0000004.png").is_file()
+    weights = ckpt.load_weights(out / "model.safetensors")
+    assert all(k.startswith("net.") for k in weights)
+    assert any(k.startswith("net.A.") for k in weights) == (method == "sagan")
+    assert any("att_head" in k for k in weights) == (cfg.attention == "generator")
+
+
+def test_bf16_autocast_trains_and_stays_close_to_fp32(tmp_path):
+    fp32, _ = _train(tmp_path / "fp32", "amgan", bf16=False)
+    bf16, _ = _train(tmp_path / "bf16", "amgan", bf16=True)
+    a = json.loads((fp32 / "log.jsonl").read_text().splitlines()[-1])
+    b = json.loads((bf16 / "log.jsonl").read_text().splitlines()[-1])
+    for key in ("D/loss", "G/loss", "G/cyc", "G/att", "G/per"):
+        assert np.isfinite(b[key]) and b[key] == pytest.approx(a[key], rel=0.05, abs=0.02), key
+
+
+def test_training_changes_the_generator_and_the_critics(tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_config(tmp_path, iters=2)
+    trainer = AmganTrainer(cfg, SCHEMA, TinyClassifier())
+    before = {k: v.clone() for k, v in trainer.tensors().items()}
+    data = TinyImages()
+    x, y = torch.stack([data[i][0] for i in range(4)]), torch.stack([data[i][1] for i in range(4)])
+    trainer.d_step(x, y, 0)
+    after_d = {k: v.clone() for k, v in trainer.tensors().items()}
+    assert not torch.equal(before["D.main.0.weight"], after_d["D.main.0.weight"])
+    assert not torch.equal(before["DC.main.0.weight"], after_d["DC.main.0.weight"])
+    assert torch.equal(before["net.G.img_head.weight"], after_d["net.G.img_head.weight"])
+    trainer.g_step(x, y, 1, reference=lambda trg, a: (x, torch.ones(4)))
+    after_g = trainer.tensors()
+    assert not torch.equal(after_d["net.G.img_head.weight"], after_g["net.G.img_head.weight"])
+    assert torch.equal(after_d["D.main.0.weight"], after_g["D.main.0.weight"])
+    assert all(p.requires_grad for p in trainer.D.parameters())
+
+
+def test_resume_continues_exactly_where_a_killed_run_stopped(tmp_path, monkeypatch):
+    straight, _ = _train(tmp_path / "a", ckpt_every=2)
+
+    calls = {"n": 0}
+    real_d_step = AmganTrainer.d_step
+
+    def dying_d_step(self, *args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # killed after the step-2 checkpoint
+        return real_d_step(self, *args, **kw)
+
+    monkeypatch.setattr(AmganTrainer, "d_step", dying_d_step)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "b", ckpt_every=2)
+    monkeypatch.setattr(AmganTrainer, "d_step", real_d_step)
+    assert ckpt.latest_checkpoint(tmp_path / "b" / "amgan").name == "step-0000002"
+    resumed, _ = _train(tmp_path / "b", ckpt_every=2, resume=True)
+
+    a, state_a = ckpt.load_checkpoint(ckpt.latest_checkpoint(straight))
+    b, state_b = ckpt.load_checkpoint(ckpt.latest_checkpoint(resumed))
+    assert state_a["step"] == state_b["step"] == 4
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    for k, v in state_a["opt_g"]["state"].items():
+        assert torch.equal(v["exp_avg"], state_b["opt_g"]["state"][k]["exp_avg"])
+    log = [json.loads(x)["iter"] for x in (resumed / "log.jsonl").read_text().splitlines()]
+    assert log == [1, 2, 3, 4]
+
+
+def test_resume_without_a_checkpoint_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="no checkpoint"):
+        _train(tmp_path, resume=True)
+
+
+def test_reference_image_has_the_target_attributes_else_the_target_value_else_none():
+    labels = np.array([[0, 0], [0, 1], [1, 1], [1, 1], [2, 0]])
+    picker = ReferencePicker(labels)
+    rng = np.random.default_rng(0)
+    target = np.array([[1, 1], [2, 1], [0, 0]])
+    for _ in range(10):
+        idx = picker.pick(target, 0, rng)
+        assert idx[0] in (2, 3)        # whole vector (1, 1)
+        assert idx[1] == 4             # no (2, 1): the manipulated attribute's value 2
+        assert idx[2] == 0
+    assert picker.pick(np.array([[3, 1]]), 0, rng)[0] == -1   # value 3 exists nowhere
+
+
+def test_reference_matches_category_and_gender_where_the_data_has_them():
+    labels = np.array([[0, 0], [0, 0], [1, 0]])
+    picker = ReferencePicker(labels, np.array(["tee|f", "tee|m", "tee|m"]))
+    rng = np.random.default_rng(0)
+    # the input item 2 is a men's tee: the reference for (0, 0) is item 1, not item 0
+    assert all(picker.pick(np.array([[0, 0]]), 0, rng, source=np.array([2]))[0] == 1
+               for _ in range(10))
+
+
+def test_targets_differ_from_the_current_value():
+    labels = torch.tensor([[0, 1], [2, 0], [-1, 1]] * 50)
+    trg = sample_targets(labels, 0, 3)
+    assert torch.equal(trg[:, 1], labels[:, 1])
+    known = labels[:, 0] != -1
+    assert (trg[known, 0] != labels[known, 0]).all()
+    assert ((trg[:, 0] >= 0) & (trg[:, 0] < 3)).all()
+    assert set(trg[~known, 0].tolist()) == {0, 1, 2}
+
+
+def test_data_order_is_the_seeds_sharded_and_resumable():
+    a = DataOrder(10, 2, seed=3, rank=0, world=2)
+    b = DataOrder(10, 2, seed=3, rank=1, world=2)
+    ea, eb = a.batches(0), b.batches(0)
+    assert ea.shape == eb.shape == (2, 2)
+    assert not set(ea.ravel()) & set(eb.ravel())
+    it = iter(DataOrder(10, 2, seed=3))
+    seq = [next(it).tolist() for _ in range(7)]
+    again = DataOrder(10, 2, seed=3, epoch=1, pos=1)
+    assert next(iter(again)).tolist() == seq[6]
+    with pytest.raises(UserError):
+        DataOrder(3, 2, seed=0, world=2)
+
+
+def test_learning_rate_is_constant_then_decays_linearly_to_zero():
+    cfg = AmganConfig(iters=100, lr=1e-4)
+    assert lr_at(cfg, 0) == lr_at(cfg, 49) == 1e-4
+    assert lr_at(cfg, 75) == pytest.approx(0.5e-4)
+    assert lr_at(cfg, 100) == 0.0
+
+
+def test_presets_fill_the_method_and_bad_values_are_user_errors():
+    assert AmganConfig(method="stargan").attention == "none"
+    assert AmganConfig(method="cam-as-mask").attention == "cam"
+    assert AmganConfig(method="amgan", use_dc=False).use_dc is False
+    with pytest.raises(UserError, match="unknown method"):
+        AmganConfig(method="cyclegan")
+    with pytest.raises(UserError):
+        AmganConfig(size=48)
+
+
+def test_cli_methods_match_the_presets():
+    from amgan_search.cli.amgan import METHODS
+
+    assert list(METHODS) == list(PRESETS)
+
+
+def _tiny_catalog(root, n=12, size=32):
+    """A CSV catalog of synthetic renders, imported into a catalog DB."""
+    from amgan_search.catalog import import_catalog
+    from amgan_search.images import save_image
+    from amgan_search.schema import DEFAULT_SCHEMA
+    from amgan_search.synthetic import render, sample_scene
+
+    root.mkdir(parents=True)
+    rows = ["id,path,color,sleeve,split"]
+    for i in range(n):
+        scene = sample_scene(i, DEFAULT_SCHEMA)
+        save_image(root / f"{i}.png", render(scene, size)[0])
+        a = scene.attributes
+        rows.append(f"item{i},{i}.png,{a['color']},{a['sleeve']},train")
+    (root / "catalog.csv").write_text("\n".join(rows) + "\n")
+    ckpt.write_json(root / "schema.json", DEFAULT_SCHEMA.to_dict())
+    import_catalog("csv", root, root / "catalog.db", progress=False)
+    return root / "catalog.db"
+
+
+def test_train_amgan_command_from_a_catalog_db_with_a_real_classifier(tmp_path):
+    from amgan_search.classifier import AttributeClassifier
+    from amgan_search.cli.main import cli
+    from amgan_search.schema import DEFAULT_SCHEMA
+    from amgan_search.synthetic import render, sample_scene
+
+    db = _tiny_catalog(tmp_path / "cat")
+    clf = AttributeClassifier(DEFAULT_SCHEMA, arch="resnet18", size=32)
+    ckpt.save_model_dir(tmp_path / "clf", clf.config, clf.state_dict())
+    out = tmp_path / "run"
+    args = ["train", "amgan", "--db", str(db), "--classifier", str(tmp_path / "clf"),
+            "--out", str(out), "--size", "32", "--iters", "2", "--batch-size", "4",
+            "--n-critic", "2", "--g-conv-dim", "8", "--g-repeat-num", "1", "--d-conv-dim", "8",
+            "--d-repeat-num", "3"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    config = ckpt.read_json(out / "config.json")
+    assert config["classifier"]["path"] == str((tmp_path / "clf").resolve())
+    assert len(config["classifier"]["sha256"]) == 64
+    assert config["train_config"]["db"] == str(db)
+    assert "G/per" in (out / "log.jsonl").read_text()
+
+    # A snapshot of the run exports as a model the manipulator loads, with the steps done.
+    exported = CliRunner().invoke(cli, ["train", "export", str(out), "--out", str(tmp_path / "snap")])
+    assert exported.exit_code == 0, exported.output
+    snap = ckpt.read_json(tmp_path / "snap" / "config.json")
+    assert snap["iterations"] == 2 and snap["exported_from"]["checkpoint"] == "step-0000002"
+    from amgan_search.manipulate import Manipulator
+
+    m = Manipulator.load(tmp_path / "snap")
+    assert m.edit(render(sample_scene(5, DEFAULT_SCHEMA), 48)[0], color="red")[0].shape == (48, 48, 3)
+
+    bad = CliRunner().invoke(cli, args[:-2] + ["--d-repeat-num", "6"])
+    assert bad.exit_code == 2 and bad.output.count("\n") == 1 and "error:" in bad.output
+    missing = CliRunner().invoke(cli, ["train", "amgan", "--db", str(tmp_path / "nope.db"),
+                                       "--out", str(tmp_path / "r2"), "--method", "stargan"])
+    assert missing.exit_code == 2 and "Traceback" not in missing.output
