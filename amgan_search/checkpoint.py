@@ -60,6 +60,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, _default_mode() | 0o111)  # mkdtemp makes it private, 0700
         old = None
         if path.exists():
             old = path.parent / f".{path.name}.old-{os.getpid()}"

@@ -82,14 +82,9 @@ def classify(images, which, as_json, batch_size) -> None:
     """Predict each attribute of IMAGES with its probability."""
     import torch
 
-    from amgan_search.classifier import load_classifier
     from amgan_search.images import fit_square, load_image, to_tensor
 
-    # A directory of that name wins; otherwise cam / eval name the shipped models.
-    if which in ("cam", "eval") and not Path(which).is_dir():
-        model = load_classifier(None, role=which)
-    else:
-        model = load_classifier(which)
+    model = _load(which)
     results = []
     for start in range(0, len(images), batch_size):
         paths = images[start:start + batch_size]
@@ -107,3 +102,50 @@ def classify(images, which, as_json, batch_size) -> None:
         parts = ", ".join(f"{name}={v['value']} ({v['probability']:.2f})"
                           for name, v in r["attributes"].items())
         click.echo(f"{r['path']}: {parts}")
+
+
+def _load(which: str):
+    """A directory of that name wins; otherwise cam / eval name the shipped models."""
+    from amgan_search.classifier import load_classifier
+
+    if which in ("cam", "eval") and not Path(which).is_dir():
+        return load_classifier(None, role=which)
+    return load_classifier(which)
+
+
+@click.command()
+@click.option("--classifier", "which", default="cam", show_default=True,
+              help="A classifier directory, or cam / eval for the shipped ones.")
+@click.option("--db", type=click.Path(dir_okay=False), default=None,
+              help="Catalog DB whose split to score (e.g. a catalog rendered from an unseen seed).")
+@click.option("--split", default="test", show_default=True, help="Split of --db to score.")
+@click.option("--cam-scenes", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Synthetic scenes for the CAM IoU against the true masks (0: skip).")
+@click.option("--seed", type=int, default=777, show_default=True, help="Seed of those scenes.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate_classifier(which, db, split, cam_scenes, seed, as_json) -> None:
+    """Accuracy per attribute on a catalog split, and CAM IoU against the synthetic truth."""
+    import json
+
+    from amgan_search.cam_quality import cam_iou
+
+    model = _load(which)
+    report = {"classifier": which, "role": model.role, "arch": model.config.get("arch")}
+    if db:
+        from amgan_search.data import CatalogImages
+        from amgan_search.train_classifier import evaluate_classifier as score
+
+        report["accuracy"] = score(model, CatalogImages(db, split=split, size=model.size))
+        report["accuracy"].update(db=str(db), split=split)
+    if cam_scenes:
+        report["cam_iou"] = cam_iou(model, n=cam_scenes, seed=seed)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"classifier {which} ({report['role']}, {report['arch']})")
+    if "accuracy" in report:
+        acc = report["accuracy"]
+        click.echo(f"accuracy on {db} [{split}], {acc['n']} items: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in acc["accuracy"].items() if v is not None))
+    for name, r in report.get("cam_iou", {}).items():
+        click.echo(f"CAM IoU {name} vs {r['region']}: {r['mean_iou']:.3f} ({r['n']} scenes)")

@@ -45,6 +45,7 @@ def _register() -> None:
     train.add_command(amgan.train_amgan, "amgan")
     train.add_command(amgan.export_amgan, "export")
     cli.add_command(classifier.classify)
+    cli.add_command(classifier.evaluate_classifier, "evaluate-classifier")
     cli.add_command(amgan.edit)
     cli.add_command(amgan.evaluate_edits, "evaluate-edits")
     cli.add_command(retrieval.index)
