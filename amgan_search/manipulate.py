@@ -41,13 +41,14 @@ class Manipulator:
         self.classifier, self.config, self.device = classifier, config, torch.device(device)
 
     @classmethod
-    def load(cls, path: str | Path | None = None, method: str = "amgan", device: str = "cpu",
+    def load(cls, path: str | Path | None = None, method: str = "amgan", device: str | None = None,
              classifier=None) -> "Manipulator":
         """A model directory (None: the shipped `method` model) and the classifier it records.
 
         The classifier is the one named in the model's config when that directory exists here,
         else the shipped classifier-cam; pass `classifier` to use another.
         """
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         path = Path(path) if path is not None else ckpt.shipped_model(method)
         config, tensors = ckpt.load_model_dir(path, kind="amgan")
         schema = Schema.from_dict(config["schema"])
