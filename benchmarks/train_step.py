@@ -50,7 +50,7 @@ def _cycle(cfg, trainer, x, y, reference, k, m):
 
 def run(tiny: bool = False, cycles: int = 3, methods=("amgan", "stargan"),
         **overrides) -> list[dict]:
-    """Rows per method plus a ratio row (amgan / stargan seconds per cycle).
+    """A row per method: seconds per iteration (a D update, G every n_critic), and its ratio to stargan.
 
     The methods' cycles are interleaved and each time is the minimum over the cycles: on a shared
     machine, other load only ever adds time, and it then falls on every method alike.
@@ -72,20 +72,20 @@ def run(tiny: bool = False, cycles: int = 3, methods=("amgan", "stargan"),
     for k in range(cycles):
         for m, s in setups.items():
             times[m].append(_cycle(*s, k, schema.n_attributes))
+    per_iter = {}
     rows = []
     for m in methods:
         cfg = setups[m][0]
         d, g = min(t[0] for t in times[m]), min(t[1] for t in times[m])
-        cyc = cfg.n_critic * d + g
-        rows.append({"method": m, "size": size, "batch": batch, "n_critic": cfg.n_critic,
-                     "s_per_d_update": round(d, 4), "s_per_g_update": round(g, 4),
-                     "s_per_cycle": round(cyc, 4), "s_per_iteration": round(cyc / cfg.n_critic, 4),
-                     **overrides})
-    if "amgan" in methods and "stargan" in methods:
-        a = next(r for r in rows if r["method"] == "amgan")
-        s = next(r for r in rows if r["method"] == "stargan")
-        rows.append({"method": "amgan/stargan",
-                     "ratio": round(a["s_per_cycle"] / s["s_per_cycle"], 2)})
+        per_iter[m] = (cfg.n_critic * d + g) / cfg.n_critic
+        rows.append({"measure": f"{m} step, {size}px, batch {batch}, n_critic {cfg.n_critic}",
+                     "value": round(per_iter[m], 4), "unit": "s/iter",
+                     "s_per_d_update": round(d, 4), "s_per_g_update": round(g, 4), **overrides})
+    if "stargan" in per_iter:
+        # The plain reference step (StarGAN: no attention, CAM, D_C or perceptual loss).
+        for r, m in zip(rows, methods):
+            r.update(baseline="stargan step", baseline_value=round(per_iter["stargan"], 4),
+                     ratio=per_iter[m] / per_iter["stargan"])
     return rows
 
 
