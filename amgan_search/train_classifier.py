@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from .checkpoint import (CONFIG, WEIGHTS, latest_checkpoint, load_checkpoint, load_model_dir,
-                         load_weights, save_checkpoint, save_weights, write_json)
+                         load_weights, save_checkpoint, save_weights, write_json, save_model_dir)
 from .classifier import ARCHS, ROLES, AttributeClassifier, default_output_stride
 from .errors import UserError
 from .schema import MISSING, Schema
@@ -503,3 +503,10 @@ def _write_model_config(out: Path, model: AttributeClassifier, c: ClassifierConf
                  "validation_source": "held-out train" if c.val_fraction > 0 else "test split"},
         "train": {k: v for k, v in dataclasses.asdict(c).items() if k not in ("resume", "progress")},
     })
+
+
+def export_classifier(run_dir: str | Path, out: str | Path) -> dict:
+    """A run's best model -> a model directory in fp16 (how the shipped classifiers are made)."""
+    config, tensors = load_model_dir(run_dir, kind="classifier")
+    save_model_dir(out, config, tensors, half=True)
+    return config

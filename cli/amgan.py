@@ -87,12 +87,26 @@ def train_amgan(db, out, method, classifier, split, size, iters, batch_size, lr,
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Model directory to write (config.json + fp16 model.safetensors).")
-@click.option("--step", type=int, default=None, help="Checkpoint to export [default: the latest].")
-def export_amgan(run_dir, out, step) -> None:
-    """Export a training run's checkpoint as a model directory (a snapshot of a run in progress)."""
-    from amgan_search.train_amgan import export_model
+@click.option("--step", type=int, default=None,
+              help="AMGAN runs: the checkpoint to export [default: the latest].")
+def export_model(run_dir, out, step) -> None:
+    """Export a training run as a small fp16 model directory (how the shipped models are made).
 
-    model = export_model(run_dir, out, step)
+    A classifier run exports its best model; an AMGAN run exports a checkpoint, so a run still
+    in progress can ship a snapshot that records the iterations actually done.
+    """
+    from amgan_search import checkpoint as ckpt
+
+    run = Path(run_dir)
+    if (run / ckpt.CONFIG).is_file() and ckpt.read_json(run / ckpt.CONFIG).get("kind") == "classifier":
+        from amgan_search.train_classifier import export_classifier
+
+        config = export_classifier(run, out)
+        click.echo(f"model: {out} (classifier, role {config.get('role')}, {config.get('arch')})")
+        return
+    from amgan_search.train_amgan import export_model as export_amgan
+
+    model = export_amgan(run, out, step)
     click.echo(f"model: {out} ({model['method']}, {model['iterations']} iterations)")
 
 

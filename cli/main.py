@@ -43,7 +43,7 @@ def _register() -> None:
     cli.add_command(catalog.data)
     train.add_command(classifier.train_classifier, "classifier")
     train.add_command(amgan.train_amgan, "amgan")
-    train.add_command(amgan.export_amgan, "export")
+    train.add_command(amgan.export_model, "export")
     cli.add_command(classifier.classify)
     cli.add_command(classifier.evaluate_classifier, "evaluate-classifier")
     cli.add_command(amgan.edit)
