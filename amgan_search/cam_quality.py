@@ -60,3 +60,32 @@ def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.BILINEAR)) >= 128
+
+
+def cam_sheet(classifier, out, n: int = 6, seed: int = 777, render_size: int = 128,
+              tile: int = 96) -> None:
+    """A picture for people: each scene, then the CAM of its own value of every attribute over it."""
+    from PIL import Image
+
+    from .images import save_image
+    from .synthetic import render, sample_scene
+
+    schema = classifier.schema
+    size = int(classifier.config["size"])
+    rows = []
+    for s in test_seeds(n, seed):
+        scene = sample_scene(s, schema)
+        image = render(scene, render_size)[0]
+        x = torch.nn.functional.interpolate(to_tensor(image), size=(size, size), mode="bilinear",
+                                            antialias=True, align_corners=False)
+        shown = np.asarray(Image.fromarray(image).resize((tile, tile), Image.BILINEAR), np.float32)
+        tiles = [shown]
+        for j, attr in enumerate(schema.attributes):
+            cam = classifier.cam(x, j, attr.index(scene.attributes[attr.name]))[0, 0].cpu().numpy()
+            heat = np.asarray(Image.fromarray((cam * 255).astype(np.uint8)).resize((tile, tile), Image.BILINEAR),
+                              np.float32)[..., None] / 255.0
+            red = np.zeros_like(shown)
+            red[..., 0] = 255
+            tiles.append(0.45 * shown + 0.55 * (heat * red + (1 - heat) * shown * 0.3))
+        rows.append(np.concatenate(tiles, axis=1))
+    save_image(out, np.clip(np.concatenate(rows, axis=0), 0, 255).astype(np.uint8))

@@ -122,8 +122,10 @@ def _load(which: str):
 @click.option("--cam-scenes", type=click.IntRange(min=0), default=200, show_default=True,
               help="Synthetic scenes for the CAM IoU against the true masks (0: skip).")
 @click.option("--seed", type=int, default=777, show_default=True, help="Seed of those scenes.")
+@click.option("--cam-sheet", type=click.Path(dir_okay=False), default=None,
+              help="Also draw a PNG: scenes and the CAM of their own value of each attribute.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate_classifier(which, db, split, cam_scenes, seed, as_json) -> None:
+def evaluate_classifier(which, db, split, cam_scenes, seed, cam_sheet, as_json) -> None:
     """Accuracy per attribute on a catalog split, and CAM IoU against the synthetic truth."""
     import json
 
@@ -139,6 +141,10 @@ def evaluate_classifier(which, db, split, cam_scenes, seed, as_json) -> None:
         report["accuracy"].update(db=str(db), split=split)
     if cam_scenes:
         report["cam_iou"] = cam_iou(model, n=cam_scenes, seed=seed)
+    if cam_sheet:
+        from amgan_search.cam_quality import cam_sheet as draw
+
+        draw(model, cam_sheet, seed=seed)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

@@ -40,3 +40,16 @@ def test_cam_iou_reports_every_attribute_with_its_region():
     assert scores["color"]["region"] == "garment" and scores["sleeve"]["region"] == "sleeves|arms"
     # The garment covers part of the frame: a CAM lighting everything scores its area fraction.
     assert 0.02 < scores["color"]["mean_iou"] < 0.6
+
+
+def test_cam_sheet_draws_a_row_per_scene_and_a_column_per_attribute(tmp_path):
+    from amgan_search.cam_quality import cam_sheet
+    from amgan_search.images import load_image
+
+    def centre(x, attribute):
+        cam = torch.zeros(x.shape[0], 1, x.shape[2], x.shape[3])
+        cam[..., 16:48, 16:48] = 1
+        return cam
+
+    cam_sheet(_GarmentOracle(centre), tmp_path / "cams.png", n=3, tile=32)
+    assert load_image(tmp_path / "cams.png").shape == (3 * 32, 3 * 32, 3)
