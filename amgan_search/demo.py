@@ -124,7 +124,9 @@ def run_demo(out: Path, n: int = DEMO_ITEMS, seed: int = DEMO_SEED, size: int = 
                                  only_region=example.only_region)
         retriever.save(result, folder)
         records.append(_record(example, result, folder, out))
-        _log(f"{example.name}: top-{k} attribute match {records[-1]['match_rate']:.2f}")
+        rate = records[-1]["match_rate"]
+        _log(f"{example.name}: " + (f"top-{k} attribute match {rate:.2f}" if rate is not None
+                                    else "region-specific edit, see the report"))
     report = out / "report.html"
     from .checkpoint import write_json, write_text
 
@@ -136,11 +138,15 @@ def run_demo(out: Path, n: int = DEMO_ITEMS, seed: int = DEMO_SEED, size: int = 
 
 
 def _record(example: Example, result, folder: Path, out: Path) -> dict:
-    """What the report shows of one query; `wanted` is the attribute vector a shopper asked for."""
-    wanted = {**example.start, **example.targets}
+    """What the report shows of one query; `wanted` is the attribute vector a shopper asked for.
+
+    A region-specific edit (yellow sleeves on a navy top) asks for a garment no attribute vector
+    describes, so it has no `wanted` vector and no match rate: it is there to be looked at.
+    """
+    wanted = None if example.only_region else {**example.start, **example.targets}
     results = []
     for r in result.results:
-        match = all(r["attributes"].get(a) == v for a, v in wanted.items())
+        match = wanted is not None and all(r["attributes"].get(a) == v for a, v in wanted.items())
         results.append({**r, "match": match})
     rel = lambda name: (folder / name).relative_to(out).as_posix()  # noqa: E731
     return {
@@ -150,7 +156,8 @@ def _record(example: Example, result, folder: Path, out: Path) -> dict:
         "edit": rel("edited.png") if result.edited is not None else None,
         "mask": rel("mask.png") if result.mask is not None else None,
         "contact_sheet": rel("contact.png"),
-        "match_rate": sum(r["match"] for r in results) / max(1, len(results)),
+        "match_rate": (None if wanted is None else
+                       sum(r["match"] for r in results) / max(1, len(results))),
         "results": results,
     }
 
@@ -170,12 +177,15 @@ def render_html(records: list[dict], index_dir: Path, db: Path) -> str:
         "</p>",
     ]
     for rec in records:
-        wanted = ", ".join(f"{a}={v}" for a, v in rec["wanted"].items())
         how = ("searched unedited" if not rec["edited"] else
                "edit " + ", ".join(f"{a}={v}" for a, v in rec["targets"].items())
                + (f" only on {rec['only_region']}" if rec["only_region"] else ""))
-        parts.append(f"<h2>{e(rec['title'])}</h2><p>{e(how)}; wanted: {e(wanted)}; "
-                     f"{rec['match_rate']:.0%} of the results have it.</p>")
+        if rec["wanted"] is None:
+            verdict = "no catalog item has this garment: judge the edit by eye."
+        else:
+            wanted = ", ".join(f"{a}={v}" for a, v in rec["wanted"].items())
+            verdict = f"wanted: {wanted}; {rec['match_rate']:.0%} of the results have it."
+        parts.append(f"<h2>{e(rec['title'])}</h2><p>{e(how)}; {e(verdict)}</p>")
         for key, caption in (("query", "photo"), ("edit", "edit"), ("mask", "attention")):
             if rec[key]:
                 parts.append(f"<figure><img src='{e(rec[key])}'><figcaption>{caption}</figcaption></figure>")
