@@ -14,7 +14,6 @@ Target (the issue): recall@30 >= 0.95 at >= 20x the exact queries/s.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
@@ -112,13 +111,12 @@ def run(tiny: bool = False, n: int | None = None, dim: int = 512, queries: int |
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--n", type=int, default=None)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    rows = run(tiny=args.tiny, n=args.n)
-    print(json.dumps(rows, indent=2) if args.json else "\n".join(map(str, rows)))
+    try:
+        from benchmarks.run import standalone
+    except ImportError:  # run as a script: benchmarks/ itself is on sys.path
+        from run import standalone
+
+    standalone(run, __doc__.splitlines()[0], argv, n="vectors in the index")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ with synthetic metadata: search cost depends on the count and dimension, not on 
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -123,13 +121,12 @@ def run(tiny: bool = False, repeats: int | None = None, n: int = 10_000) -> list
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    rows = run(tiny=args.tiny, repeats=args.repeats)
-    print(json.dumps(rows, indent=2) if args.json else "\n".join(map(str, rows)))
+    try:
+        from benchmarks.run import standalone
+    except ImportError:  # run as a script: benchmarks/ itself is on sys.path
+        from run import standalone
+
+    standalone(run, __doc__.splitlines()[0], argv, repeats="queries timed per stage")
 
 
 if __name__ == "__main__":

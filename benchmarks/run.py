@@ -12,6 +12,7 @@ import importlib
 import json
 import sys
 import time
+from pathlib import Path
 
 SUITE = ("embedder", "train_step", "index_build", "query_latency", "ann")
 
@@ -63,3 +64,17 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def standalone(run, description: str, argv=None, **int_options) -> None:
+    """`python benchmarks/X.py [--tiny] [--OPTION N] [--json]` for one benchmark's run()."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--tiny", action="store_true", help="toy sizes, seconds")
+    for name, help_text in int_options.items():
+        parser.add_argument(f"--{name}", type=int, default=None, help=help_text)
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    args = vars(parser.parse_args(argv))
+    as_json = args.pop("json")
+    rows = run(**args)
+    print(json.dumps(rows, indent=2) if as_json else
+          format_table([{"benchmark": Path(run.__code__.co_filename).stem, **r} for r in rows]))
