@@ -86,6 +86,11 @@ class AmganConfig:
     lambda_gp: float = 10.0
     lambda_mask: float = 0.1              # GANimation's mask weight; our TV term is a mean
     perceptual_conv5: bool = True         # False: avg-pool features only (Shopping100k)
+    # conv5 maps finer than this are average-pooled to it for L_p. Our choice: the paper's
+    # ResNet-50 at 128 px has 4x4 conv5 maps; the reference is another person in another pose on
+    # another background, and finer maps (8x8 from our stride-8 CNN) would ask x* to copy more of
+    # that layout. 0 keeps the maps as they are.
+    perceptual_grid: int = 4
     # The 64x64 synthetic default, sized to this kind of CPU (DESIGN, "Measured"): StarGAN's
     # 64/6 generator and 64-wide D are ~20x slower and do not fit a CPU budget.
     g_conv_dim: int = 32
@@ -113,6 +118,9 @@ class AmganConfig:
     bf16: bool | None = None
     channels_last: bool = False           # measured no faster on that CPU
     resume: bool = False
+    # Stop after this iteration with a checkpoint and a model, the schedule still planned for
+    # `iters` (time-boxed sessions; --resume with a later stop_at goes on).
+    stop_at: int | None = None
     progress: bool = True
 
     def __post_init__(self):
@@ -129,6 +137,13 @@ class AmganConfig:
         for name in ("iters", "batch_size", "n_critic", "sample_every", "ckpt_every", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.stop_at is not None and not 1 <= self.stop_at <= self.iters:
+            raise UserError(f"--stop-at must be between 1 and --iters ({self.iters})")
+
+    @property
+    def end(self) -> int:
+        """The iteration this invocation stops after."""
+        return self.iters if self.stop_at is None else self.stop_at
 
     @property
     def use_bf16(self) -> bool:
@@ -462,6 +477,10 @@ class AmganTrainer:
         feats_f, pooled_f, _ = clf.forward_all(classifier_input(clf, x_fake))
         with torch.no_grad():
             feats_r, pooled_r, _ = clf.forward_all(classifier_input(clf, ref.to(self.device)))
+        grid = self.cfg.perceptual_grid
+        if grid and feats_f.shape[-1] > grid:
+            feats_f = F.adaptive_avg_pool2d(feats_f, grid)
+            feats_r = F.adaptive_avg_pool2d(feats_r, grid)
         return perceptual_loss(feats_f, feats_r, pooled_f, pooled_r,
                                use_conv5=self.cfg.perceptual_conv5, mask=mask.to(self.device))
 
@@ -579,9 +598,13 @@ def _load_classifier(config: AmganConfig, device):
     return load_classifier(config.classifier, role="cam", device=str(device))
 
 
-def _classifier_record(config: AmganConfig) -> dict:
+def _classifier_record(config: AmganConfig) -> dict | None:
+    """The CNN+CAM network given to the run or, when none was, the shipped one it trained against;
+    None for a method that needs none and was given none."""
     if config.classifier is not None:
         path = Path(config.classifier)
+    elif not config.needs_classifier:
+        return None
     else:
         try:
             path = ckpt.shipped_model("classifier-cam")
@@ -686,6 +709,9 @@ def _train(config, rank, world, device, dataset, schema, classifier, tqdm) -> Pa
             torch.manual_seed(config.seed * 1000 + rank + start)
         if rank == 0:
             _trim_log(out / "log.jsonl", start)
+        if start >= config.end:
+            raise UserError(f"{out}: already at iteration {start}; nothing to do before "
+                            f"iteration {config.end}")
     if rank == 0:
         ckpt.write_json(out / "train_config.json", dataclasses.asdict(config))
 
@@ -709,7 +735,8 @@ def _train(config, rank, world, device, dataset, schema, classifier, tqdm) -> Pa
                desc=config.method, dynamic_ncols=True)
     logs: dict[str, float] = {}
     train_t0 = time.time()
-    for it in range(start, config.iters):
+    end = config.end
+    for it in range(start, end):
         x, y, current_idx = next(stream)
         current_idx = current_idx.numpy()
         lr = lr_at(config, it)
@@ -720,7 +747,7 @@ def _train(config, rank, world, device, dataset, schema, classifier, tqdm) -> Pa
             logs.update(trainer.g_step(x, y, g_attr, reference if picker else None))
         step = it + 1
         bar.update(1)
-        if rank == 0 and (step % config.log_every == 0 or step == config.iters):
+        if rank == 0 and (step % config.log_every == 0 or step == end):
             record = {"iter": step, "lr": lr,
                       "s_per_iter": (time.time() - train_t0) / (step - start),
                       **{k: round(v, 5) for k, v in logs.items()}}
@@ -731,10 +758,10 @@ def _train(config, rank, world, device, dataset, schema, classifier, tqdm) -> Pa
                     writer.add_scalar(k, v, step)
             bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()
                              if k in ("D/loss", "G/loss", "G/cls", "G/att")})
-        if rank == 0 and (step % config.sample_every == 0 or step == config.iters):
+        if rank == 0 and (step % config.sample_every == 0 or step == end):
             save_image(out / "samples" / f"iter-{step:07d}.png",
                        sample_grid(trainer, x_sample, y_sample))
-        if step % config.ckpt_every == 0 or step == config.iters:
+        if step % config.ckpt_every == 0 or step == end:
             rng = _rng_state(np_rng)
             if world > 1:
                 rngs = [None] * world
@@ -753,7 +780,7 @@ def _train(config, rank, world, device, dataset, schema, classifier, tqdm) -> Pa
         net = {k: v for k, v in trainer.tensors().items() if k.startswith("net.")}
         ckpt.save_weights(out / ckpt.WEIGHTS, net, half=True)
         ckpt.write_json(out / ckpt.CONFIG,
-                        model_config(config, schema, config.iters, time.time() - t0))
+                        model_config(config, schema, end, time.time() - t0))
     if world > 1:
         dist.barrier()
     return out

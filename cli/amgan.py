@@ -62,10 +62,14 @@ SYNTHETIC_ATTRIBUTE_OPTIONS = ("color", "sleeve", "pattern")
 @click.option("--channels-last", is_flag=True, help="channels_last memory format.")
 @click.option("--augment", is_flag=True, help="Label-preserving flips and shifts.")
 @click.option("--resume", is_flag=True, help="Continue from the run directory's latest checkpoint.")
+@click.option("--stop-at", type=int, default=None,
+              help="Stop after this iteration with a checkpoint and a model, the schedule still "
+                   "planned for --iters (time-boxed sessions; --resume goes on).")
 def train_amgan(db, out, method, classifier, split, size, iters, batch_size, lr, n_critic,
                 lambda_cls, lambda_cyc, lambda_a, lambda_p, lambda_gp, avgpool_only, g_conv_dim,
                 g_repeat_num, d_conv_dim, d_repeat_num, sample_every, ckpt_every, log_every, seed,
-                workers, threads, device, bf16, channels_last, augment, resume) -> None:
+                workers, threads, device, bf16, channels_last, augment, resume,
+                stop_at) -> None:
     """Train AMGAN or a baseline; works the same under `torchrun --nproc_per_node N`."""
     from amgan_search.train_amgan import AmganConfig, train_amgan as run
 
@@ -77,7 +81,8 @@ def train_amgan(db, out, method, classifier, split, size, iters, batch_size, lr,
         d_conv_dim=d_conv_dim, d_repeat_num=d_repeat_num, sample_every=sample_every,
         ckpt_every=ckpt_every, log_every=log_every, seed=seed, workers=workers, threads=threads,
         device=device,
-        bf16=bf16, channels_last=channels_last, augment=augment, resume=resume)
+        bf16=bf16, channels_last=channels_last, augment=augment, resume=resume,
+        stop_at=stop_at)
     path = run(config)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
         click.echo(f"model: {path}")
@@ -186,8 +191,12 @@ def edit(images, color, sleeve, pattern, sets, only_region, out, model, method, 
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
               help="Also write the markdown table here.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+@click.option("--grid", default=None, type=click.Path(dir_okay=False),
+              help="Also draw a PNG of six of the scenes: input, then per target the true edit, "
+                   "the model's edit and its attention mask.")
 @click.option("--device", default="cpu", show_default=True)
-def evaluate_edits(model, method, eval_classifier, n, seed, size, out, as_json, device) -> None:
+def evaluate_edits(model, method, eval_classifier, n, seed, size, out, as_json, grid,
+                   device) -> None:
     """Grade edits against the synthetic renderer's truth: accuracy, fidelity, preservation, IoU."""
     import json
 
@@ -206,4 +215,9 @@ def evaluate_edits(model, method, eval_classifier, n, seed, size, out, as_json, 
     table = markdown_table(results)
     if out:
         ckpt.write_text(out, table)
+    if grid:
+        from amgan_search.edit_quality import edit_grid
+        from amgan_search.images import save_image
+
+        save_image(grid, edit_grid(manipulator, n=min(n, 6), seed=seed, size=size))
     click.echo(json.dumps(results, indent=2) if as_json else table)

@@ -23,8 +23,8 @@ ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
               help="ResNet depth [default: resnet18 for cam, resnet34 for eval].")
 @click.option("--size", type=int, default=64, show_default=True, help="Image side in pixels.")
 @click.option("--output-stride", type=click.Choice(["8", "16", "32"]), default=None,
-              help="Input / last conv map side [default: the largest that leaves a CAM map of "
-                   "at least 4x4 (16 at 64 px) for cam; 32 for eval].")
+              help="Input / last conv map side [default: the largest that leaves a last map of "
+                   "at least 8x8 for cam (8 at 64 px), 4x4 for eval (16 at 64 px)].")
 @click.option("--epochs", type=int, default=20, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)

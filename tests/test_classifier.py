@@ -76,12 +76,14 @@ def trained(tmp_path_factory):
 
 # -- the model surface ----------------------------------------------------------------------------
 
-def test_output_stride_keeps_a_cam_map_of_at_least_4x4():
-    assert default_output_stride(64) == 16 and default_output_stride(128) == 32
-    assert default_output_stride(32) == 8 and default_output_stride(64, role="eval") == 32
-    for size in (32, 64, 128):
+def test_output_stride_keeps_a_cam_map_of_at_least_8x8():
+    assert default_output_stride(64) == 8 and default_output_stride(128) == 16
+    assert default_output_stride(256) == 32 and default_output_stride(32) == 8
+    assert default_output_stride(64, role="eval") == 16
+    assert default_output_stride(128, role="eval") == 32
+    for size in (64, 128):
         model = AttributeClassifier(SCHEMA, size=size).eval()
-        assert model.features(torch.rand(1, 3, size, size)).shape[-1] >= 4
+        assert model.features(torch.rand(1, 3, size, size)).shape[-1] >= 8
 
 
 def test_embed_is_unit_norm_float32_even_under_bf16_autocast():
@@ -124,12 +126,12 @@ def test_cam_peaks_where_the_planted_evidence_is():
         model.heads[0].weight.zero_()
         model.heads[0].weight[0, 5] = 1.0    # red: channel 5
         model.heads[0].weight[1, 9] = 0.5    # green: channel 9
-        model.heads[0].weight[2, 5] = -1.0   # blue: only negative evidence
+        model.heads[0].weight[2, 5] = -1.0   # blue: only negative evidence (on the garment, say)
     cam = model.cam(torch.zeros(3, 3, SIZE, SIZE), "color", torch.tensor([0, 1, 2]))
     red, green, blue = cam[0, 0], cam[1, 0], cam[2, 0]
     assert red.max() == 1 and red[:16, 16:].max() == 1 and red[16:, :16].max() == 0
     assert green.max() == 1 and green[16:, :16].max() == 1 and green[:16, 16:].max() == 0
-    assert blue.max() == 0
+    assert blue.max() == 0  # not turned into attention on everything else
 
 
 # -- training -------------------------------------------------------------------------------------

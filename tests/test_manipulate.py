@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from amgan_helpers import SCHEMA, TinyClassifier, TinyImages, tiny_config
 from amgan_search import checkpoint as ckpt
@@ -189,9 +190,11 @@ def test_evaluate_edits_command_on_a_tiny_synthetic_model(tmp_path):
     model = train_amgan(cfg, dataset=TinyImages(schema=DEFAULT_SCHEMA), classifier=None)
     args = ["--model", str(model), "--eval-classifier", str(tmp_path / "eval"), "--n", "2",
             "--size", "32", "--out", str(tmp_path / "table.md")]
-    result = CliRunner().invoke(evaluate_edits, args)
+    result = CliRunner().invoke(evaluate_edits, args + ["--grid", str(tmp_path / "grid.png")])
     assert result.exit_code == 0, result.output
     assert "| sleeve | 6 |" in result.output and (tmp_path / "table.md").is_file()
+    # 2 scenes wide; the input, then truth, edit and mask for 3 colors and 3 sleeves.
+    assert np.asarray(Image.open(tmp_path / "grid.png")).shape == (32 * 19, 32 * 2, 3)
     as_json = CliRunner().invoke(evaluate_edits, args + ["--json"])
     import json
 

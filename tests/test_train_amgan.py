@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,6 +97,20 @@ def test_resume_continues_exactly_where_a_killed_run_stopped(tmp_path, monkeypat
         assert torch.equal(v["exp_avg"], state_b["opt_g"]["state"][k]["exp_avg"])
     log = [json.loads(x)["iter"] for x in (resumed / "log.jsonl").read_text().splitlines()]
     assert log == [1, 2, 3, 4]
+
+
+def test_stop_at_leaves_a_model_and_resume_goes_on_to_the_same_weights(tmp_path):
+    straight, _ = _train(tmp_path / "a", ckpt_every=10)
+    stopped, _ = _train(tmp_path / "b", ckpt_every=10, stop_at=3)
+    assert ckpt.read_json(stopped / "config.json")["iterations"] == 3
+    assert ckpt.latest_checkpoint(stopped).name == "step-0000003"
+    with pytest.raises(UserError, match="already at iteration 3"):
+        _train(tmp_path / "b", ckpt_every=10, stop_at=3, resume=True)
+    resumed, _ = _train(tmp_path / "b", ckpt_every=10, resume=True)
+    a, b = ckpt.load_weights(straight / "model.safetensors"), ckpt.load_weights(resumed / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(UserError, match="--stop-at"):
+        tiny_config(tmp_path, stop_at=99)
 
 
 def test_resume_without_a_checkpoint_is_a_user_error(tmp_path):
@@ -229,3 +244,21 @@ def test_train_amgan_command_from_a_catalog_db_with_a_real_classifier(tmp_path):
     missing = CliRunner().invoke(cli, ["train", "amgan", "--db", str(tmp_path / "nope.db"),
                                        "--out", str(tmp_path / "r2"), "--method", "stargan"])
     assert missing.exit_code == 2 and "Traceback" not in missing.output
+
+
+def test_perceptual_loss_compares_conv5_on_the_papers_coarse_grid():
+    from amgan_search.losses import perceptual_loss
+
+    torch.manual_seed(0)
+    clf = TinyClassifier()  # 8x8 conv maps at 32 px
+    x, ref = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
+    reference = lambda trg, a: (ref, torch.ones(4))  # noqa: E731
+    losses = {}
+    for grid in (0, 8, 2):
+        trainer = AmganTrainer(tiny_config(Path("/nonexistent"), perceptual_grid=grid), SCHEMA, clf)
+        losses[grid] = trainer._perceptual(x, None, 0, reference)
+    (fx, px, _), (fr, pr, _) = clf.forward_all(x), clf.forward_all(ref)
+    pool = torch.nn.functional.adaptive_avg_pool2d
+    assert torch.allclose(losses[0], losses[8])
+    assert torch.allclose(losses[2], perceptual_loss(pool(fx, 2), pool(fr, 2), px, pr))
+    assert not torch.allclose(losses[0], losses[2])
