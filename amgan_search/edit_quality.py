@@ -121,8 +121,9 @@ def edit_grid(manipulator, n: int = 6, seed: int = 777, size: int = 64,
     """A picture of the test edits, uint8 [H, W, 3]: one column per scene, rows the input, then for
     a few target values of each attribute the true edit, the model's edit and its attention mask
     (targets equal to a scene's own value show the truth unchanged, as a check of preservation)."""
-    from .images import to_uint8
+    from .images import tile_rows
     from .synthetic import render, sample_scene
+    from .train_amgan import preview_values
 
     schema = manipulator.schema
     scenes = [sample_scene(s, schema) for s in test_seeds(n, seed)]
@@ -130,14 +131,12 @@ def edit_grid(manipulator, n: int = 6, seed: int = 777, size: int = 64,
     cur = torch.as_tensor(np.stack([schema.encode(sc.attributes) for sc in scenes]))
     rows = [x]
     for j, attr in enumerate(schema.attributes):
-        k = len(attr.values)
-        for v in sorted(set(np.linspace(0, k - 1, min(k, values_per_attribute)).round().astype(int))):
+        for v in preview_values(len(attr.values), values_per_attribute):
             truth = to_tensor([render(sc.with_attributes(**{attr.name: attr.values[v]}), size)[0]
                                for sc in scenes])
-            x_star, alpha = _edit(manipulator, x, cur, j, int(v), size)
+            x_star, alpha = _edit(manipulator, x, cur, j, v, size)
             rows += [truth, x_star, alpha.expand(-1, 3, -1, -1)]
-    tiles = [to_uint8(r) for r in rows]
-    return np.concatenate([np.concatenate(list(t), axis=1) for t in tiles], axis=0)
+    return tile_rows(rows)
 
 
 def markdown_table(results: dict[str, Any]) -> str:

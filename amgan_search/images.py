@@ -122,3 +122,8 @@ def to_uint8(tensor) -> np.ndarray:
     t = tensor.detach().float().clamp(0, 1).mul(255).round().to("cpu")
     t = t.permute(0, 2, 3, 1) if t.dim() == 4 else t.permute(1, 2, 0)
     return t.numpy().astype(np.uint8)
+
+
+def tile_rows(rows) -> np.ndarray:
+    """Float tensors [B, 3, S, S] in [0, 1], one per row -> one uint8 picture, B tiles wide."""
+    return np.concatenate([np.concatenate(list(to_uint8(r.cpu())), axis=1) for r in rows], axis=0)

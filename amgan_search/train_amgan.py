@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from . import checkpoint as ckpt
 from .amgan import EditNet, Discriminator, attention_crop
 from .errors import UserError
-from .images import save_image, to_uint8
+from .images import save_image, tile_rows
 from .losses import (attention_loss, classification_loss, cycle_loss, d_adversarial,
                      g_adversarial, gradient_penalty, mask_regularizer, perceptual_loss)
 from .schema import MISSING, Schema
@@ -526,13 +526,15 @@ def sample_grid(trainer: AmganTrainer, x: torch.Tensor, labels: torch.Tensor,
     """Rows: the inputs, then for a few values of each attribute the edit and its mask."""
     rows = [x]
     for j, attr in enumerate(trainer.schema.attributes):
-        k = len(attr.values)
-        spread = np.linspace(0, k - 1, min(k, values_per_attribute)).round().astype(int)
-        for v in sorted(set(spread)):
-            x_star, alpha = trainer.translate(x, labels, j, torch.full((len(x),), int(v)))
+        for v in preview_values(len(attr.values), values_per_attribute):
+            x_star, alpha = trainer.translate(x, labels, j, torch.full((len(x),), v))
             rows += [x_star, alpha.expand(-1, 3, -1, -1)]
-    tiles = [to_uint8(r.cpu()) for r in rows]            # each [B, S, S, 3]
-    return np.concatenate([np.concatenate(list(t), axis=1) for t in tiles], axis=0)
+    return tile_rows(rows)
+
+
+def preview_values(k: int, n: int) -> list[int]:
+    """n value indices spread evenly over 0..k-1 (first and last included): what pictures show."""
+    return sorted({int(v) for v in np.linspace(0, k - 1, min(k, n)).round()})
 
 
 def _tensorboard(out: Path):
