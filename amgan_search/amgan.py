@@ -18,6 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 ATTENTIONS = ("generator", "none", "separate", "cam")
+# "deconv": StarGAN's 4x4 stride-2 transposed convolutions; "resize": nearest-neighbour x2 then a
+# 3x3 convolution (Odena et al., "Deconvolution and checkerboard artifacts", 2016). The paper does
+# not say; our default is "resize": the transposed convolutions left a dot grid over every edit of
+# the short CPU runs, which costs fidelity wherever alpha is open.
+UPSAMPLINGS = ("deconv", "resize")
 
 
 class ResidualBlock(nn.Module):
@@ -41,7 +46,17 @@ def _tile(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, c], dim=1)
 
 
-def _encoder_decoder(in_dim: int, conv_dim: int, repeat_num: int) -> tuple[nn.Sequential, int]:
+def _up(dim: int, upsample: str) -> list[nn.Module]:
+    if upsample == "deconv":
+        return [nn.ConvTranspose2d(dim, dim // 2, 4, 2, 1, bias=False)]
+    if upsample == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(dim, dim // 2, 3, 1, 1, bias=False)]
+    raise ValueError(f"upsample must be one of {UPSAMPLINGS}, not {upsample!r}")
+
+
+def _encoder_decoder(in_dim: int, conv_dim: int, repeat_num: int,
+                     upsample: str = "deconv") -> tuple[nn.Sequential, int]:
     """7x7 conv, two stride-2 down-samplings, residual blocks, two up-samplings (StarGAN's G)."""
     layers = [nn.Conv2d(in_dim, conv_dim, 7, 1, 3, bias=False),
               nn.InstanceNorm2d(conv_dim, affine=True), nn.ReLU(inplace=True)]
@@ -52,8 +67,8 @@ def _encoder_decoder(in_dim: int, conv_dim: int, repeat_num: int) -> tuple[nn.Se
         dim *= 2
     layers += [ResidualBlock(dim) for _ in range(repeat_num)]
     for _ in range(2):
-        layers += [nn.ConvTranspose2d(dim, dim // 2, 4, 2, 1, bias=False),
-                   nn.InstanceNorm2d(dim // 2, affine=True), nn.ReLU(inplace=True)]
+        layers += _up(dim, upsample) + [nn.InstanceNorm2d(dim // 2, affine=True),
+                                        nn.ReLU(inplace=True)]
         dim //= 2
     return nn.Sequential(*layers), dim
 
@@ -61,10 +76,11 @@ def _encoder_decoder(in_dim: int, conv_dim: int, repeat_num: int) -> tuple[nn.Se
 class Generator(nn.Module):
     """G(x, m) -> (x*, alpha, z); x, x* and z in [0, 1] (the network works in [-1, 1] inside)."""
 
-    def __init__(self, c_dim: int, conv_dim: int = 64, repeat_num: int = 6, attention: bool = True):
+    def __init__(self, c_dim: int, conv_dim: int = 64, repeat_num: int = 6, attention: bool = True,
+                 upsample: str = "deconv"):
         super().__init__()
         self.attention = attention
-        self.body, dim = _encoder_decoder(3 + c_dim, conv_dim, repeat_num)
+        self.body, dim = _encoder_decoder(3 + c_dim, conv_dim, repeat_num, upsample)
         self.img_head = nn.Conv2d(dim, 3, 7, 1, 3, bias=False)
         self.att_head = nn.Conv2d(dim, 1, 7, 1, 3, bias=False) if attention else None
 
@@ -82,9 +98,10 @@ class Generator(nn.Module):
 class SpatialAttention(nn.Module):
     """SaGAN's spatial attention network: a separate, smaller encoder-decoder, (x, m) -> alpha."""
 
-    def __init__(self, c_dim: int, conv_dim: int = 32, repeat_num: int = 1):
+    def __init__(self, c_dim: int, conv_dim: int = 32, repeat_num: int = 1,
+                 upsample: str = "deconv"):
         super().__init__()
-        self.body, dim = _encoder_decoder(3 + c_dim, conv_dim, repeat_num)
+        self.body, dim = _encoder_decoder(3 + c_dim, conv_dim, repeat_num, upsample)
         self.head = nn.Conv2d(dim, 1, 7, 1, 3, bias=False)
 
     def forward(self, x, c):
@@ -96,16 +113,19 @@ class EditNet(nn.Module):
 
     attention: "generator" (AMGAN, GANimation: G's own head), "none" (StarGAN), "separate"
     (SaGAN: `A`, a SpatialAttention), "cam" (alpha must be passed in: the CAM-as-mask ablation).
+    upsample: see UPSAMPLINGS (both networks use it).
     """
 
     def __init__(self, c_dim: int, conv_dim: int = 64, repeat_num: int = 6,
-                 attention: str = "generator", att_conv_dim: int | None = None):
+                 attention: str = "generator", att_conv_dim: int | None = None,
+                 upsample: str = "deconv"):
         super().__init__()
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, not {attention!r}")
         self.attention = attention
-        self.G = Generator(c_dim, conv_dim, repeat_num, attention=attention == "generator")
-        self.A = (SpatialAttention(c_dim, att_conv_dim or max(conv_dim // 2, 4))
+        self.G = Generator(c_dim, conv_dim, repeat_num, attention=attention == "generator",
+                           upsample=upsample)
+        self.A = (SpatialAttention(c_dim, att_conv_dim or max(conv_dim // 2, 4), upsample=upsample)
                   if attention == "separate" else None)
 
     def forward(self, x, c, alpha=None):

@@ -97,8 +97,11 @@ def fit_square(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int
 
 
 def unfit_square(square: np.ndarray, box: tuple[int, int, int, int],
-                 shape: tuple[int, int]) -> np.ndarray:
-    """Crop the padding `fit_square` added and resize back to the original HxW."""
+                 shape: tuple[int, int], resample=Image.BICUBIC) -> np.ndarray:
+    """Crop the padding `fit_square` added and resize back to the original HxW.
+
+    Masks go back with Image.BILINEAR: its weights are never negative, so a mask confined by
+    another (alpha * region <= region) stays confined at the input's size; bicubic overshoots."""
     top, left, nh, nw = box
     crop = square[top:top + nh, left:left + nw]
     h, w = shape
@@ -106,7 +109,7 @@ def unfit_square(square: np.ndarray, box: tuple[int, int, int, int],
         img = Image.fromarray(crop)
     else:
         img = Image.fromarray(np.asarray(crop, dtype=np.uint8))
-    return np.asarray(img.resize((w, h), Image.BICUBIC))
+    return np.asarray(img.resize((w, h), resample))
 
 
 def to_tensor(images):

@@ -19,6 +19,7 @@ from typing import Mapping
 
 import numpy as np
 import torch
+from PIL import Image
 
 from . import checkpoint as ckpt
 from .amgan import EditNet
@@ -52,8 +53,10 @@ class Manipulator:
         path = Path(path) if path is not None else ckpt.shipped_model(method)
         config, tensors = ckpt.load_model_dir(path, kind="amgan")
         schema = Schema.from_dict(config["schema"])
+        # Models written before the up-sampling was recorded used transposed convolutions.
         net = EditNet(config["c_dim"], config["conv_dim"], config["repeat_num"],
-                      config["attention"], config.get("att_conv_dim"))
+                      config["attention"], config.get("att_conv_dim"),
+                      config.get("upsample", "deconv"))
         net_tensors = {k[len("net."):]: v for k, v in tensors.items() if k.startswith("net.")}
         try:
             net.load_state_dict(net_tensors, strict=True)
@@ -167,4 +170,5 @@ class Manipulator:
 
 def _unfit_mask(mask: np.ndarray, box, shape) -> np.ndarray:
     """A float mask at the model size -> float32 in [0, 1] at the input's size."""
-    return np.clip(unfit_square(mask.astype(np.float32), box, shape), 0, 1).astype(np.float32)
+    return np.clip(unfit_square(mask.astype(np.float32), box, shape, Image.BILINEAR), 0, 1
+                   ).astype(np.float32)

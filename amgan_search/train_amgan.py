@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
-from .amgan import EditNet, Discriminator, attention_crop
+from .amgan import UPSAMPLINGS, EditNet, Discriminator, attention_crop
 from .errors import UserError
 from .images import save_image, tile_rows
 from .losses import (attention_loss, classification_loss, cycle_loss, d_adversarial,
@@ -96,6 +96,7 @@ class AmganConfig:
     g_conv_dim: int = 32
     g_repeat_num: int = 3
     att_conv_dim: int = 16                # SaGAN's separate attention network
+    g_upsample: str = "resize"            # amgan.UPSAMPLINGS: "deconv" is StarGAN's
     d_conv_dim: int = 32
     d_repeat_num: int = 5                 # 64 -> 2; D_C has 2 fewer layers on half-size crops
     attention: str | None = None          # None: from the method's preset
@@ -137,6 +138,8 @@ class AmganConfig:
         for name in ("iters", "batch_size", "n_critic", "sample_every", "ckpt_every", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.g_upsample not in UPSAMPLINGS:
+            raise UserError(f"--g-upsample must be one of {', '.join(UPSAMPLINGS)}")
         if self.stop_at is not None and not 1 <= self.stop_at <= self.iters:
             raise UserError(f"--stop-at must be between 1 and --iters ({self.iters})")
 
@@ -344,7 +347,7 @@ class AmganTrainer:
         n, c_dim = schema.n_values, schema.condition_dim
         counts = [len(a.values) for a in schema.attributes]
         self.net = EditNet(c_dim, config.g_conv_dim, config.g_repeat_num, config.attention,
-                           config.att_conv_dim).to(self.device)
+                           config.att_conv_dim, config.g_upsample).to(self.device)
         self.D = Discriminator(config.size, n, config.d_conv_dim, config.d_repeat_num,
                                counts).to(self.device)
         self.DC = (Discriminator(config.size // 2, n, config.d_conv_dim, config.d_repeat_num - 2,
@@ -508,7 +511,12 @@ class AmganTrainer:
         for prefix, m in (("net.", self.net), ("D.", self.D), ("DC.", self.DC)):
             if m is not None:
                 sub = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-                _unwrap(m).load_state_dict(sub)
+                try:
+                    _unwrap(m).load_state_dict(sub)
+                except RuntimeError as exc:
+                    raise UserError("the checkpoint does not fit this run's architecture (resume "
+                                    "with the flags it was started with: see its "
+                                    "train_config.json)") from exc
 
 
 def lr_at(config: AmganConfig, it: int) -> float:
@@ -619,6 +627,18 @@ def _classifier_record(config: AmganConfig) -> dict | None:
             "sha256": classifier_digest(weights) if weights.is_file() else None}
 
 
+def training_seconds(log: Path, upto: int) -> float:
+    """Training time up to iteration `upto`, summed over the invocations (a run and its resumes)
+    from the log; logs without `since` (older runs) count as a single invocation."""
+    last: dict[int, dict] = {}  # since -> the invocation's last record up to `upto`
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            record = json.loads(line)
+            if "s_per_iter" in record and record.get("iter", 0) <= upto:
+                last[record.get("since", 0)] = record
+    return sum(r["s_per_iter"] * (r["iter"] - since) for since, r in last.items())
+
+
 def model_config(config: AmganConfig, schema: Schema, iterations: int, wall_s: float) -> dict:
     """config.json of a trained model: what the manipulator needs to rebuild it."""
     return {
@@ -631,6 +651,7 @@ def model_config(config: AmganConfig, schema: Schema, iterations: int, wall_s: f
         "conv_dim": config.g_conv_dim,
         "repeat_num": config.g_repeat_num,
         "att_conv_dim": config.att_conv_dim,
+        "upsample": config.g_upsample,
         "d_conv_dim": config.d_conv_dim,
         "d_repeat_num": config.d_repeat_num,
         "dc_repeat_num": config.d_repeat_num - 2 if config.use_dc else None,
@@ -668,7 +689,6 @@ def _train(config, rank, world, device, dataset, schema, classifier, tqdm) -> Pa
     import torch.distributed as dist
 
     out = Path(config.out)
-    t0 = time.time()
     if dataset is None:
         if not config.db:
             raise UserError("no catalog DB given (--db)")
@@ -750,7 +770,8 @@ def _train(config, rank, world, device, dataset, schema, classifier, tqdm) -> Pa
         step = it + 1
         bar.update(1)
         if rank == 0 and (step % config.log_every == 0 or step == end):
-            record = {"iter": step, "lr": lr,
+            # s_per_iter averages this invocation's iterations, which began after `since`
+            record = {"iter": step, "since": start, "lr": lr,
                       "s_per_iter": (time.time() - train_t0) / (step - start),
                       **{k: round(v, 5) for k, v in logs.items()}}
             with open(log_path, "a") as f:
@@ -782,7 +803,7 @@ def _train(config, rank, world, device, dataset, schema, classifier, tqdm) -> Pa
         net = {k: v for k, v in trainer.tensors().items() if k.startswith("net.")}
         ckpt.save_weights(out / ckpt.WEIGHTS, net, half=True)
         ckpt.write_json(out / ckpt.CONFIG,
-                        model_config(config, schema, end, time.time() - t0))
+                        model_config(config, schema, end, training_seconds(log_path, end)))
     if world > 1:
         dist.barrier()
     return out
@@ -809,13 +830,7 @@ def export_model(run_dir: str | Path, out: str | Path, step: int | None = None) 
                             for k, v in saved.items() if k in fields})
     tensors, state = ckpt.load_checkpoint(path)
     done = int(state["step"])
-    log = run_dir / "log.jsonl"
-    wall = 0.0
-    if log.is_file():
-        for line in log.read_text().splitlines():
-            record = json.loads(line)
-            if record.get("iter", 0) <= done and "s_per_iter" in record:
-                wall = record["s_per_iter"] * record["iter"]
+    wall = training_seconds(run_dir / "log.jsonl", done)
     schema = Schema.from_dict(_schema_of_run(config))
     model = model_config(config, schema, done, wall)
     model["exported_from"] = {"run": str(run_dir), "checkpoint": path.name,

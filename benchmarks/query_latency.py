@@ -39,12 +39,14 @@ def _models(tiny: bool):
     from amgan_search.amgan import EditNet
     from amgan_search.classifier import AttributeClassifier
     from amgan_search.schema import DEFAULT_SCHEMA
+    from amgan_search.train_amgan import AmganConfig
 
     size = 32 if tiny else 64
     torch.manual_seed(0)
     classifier = AttributeClassifier(DEFAULT_SCHEMA, arch="resnet18", size=size).eval()
     conv, blocks = (8, 1) if tiny else (32, 3)  # the shipped 64x64 preset's widths (DESIGN "Scale")
-    net = EditNet(DEFAULT_SCHEMA.condition_dim, conv_dim=conv, repeat_num=blocks, attention="generator")
+    net = EditNet(DEFAULT_SCHEMA.condition_dim, conv_dim=conv, repeat_num=blocks,
+                  attention="generator", upsample=AmganConfig.g_upsample)
     config = {"kind": "amgan", "schema": DEFAULT_SCHEMA.to_dict(), "size": size}
     manipulator = Manipulator(net, DEFAULT_SCHEMA, size, classifier, config, device="cpu")
     embedder = Embedder(classifier, size=size, dim=classifier.embed_dim, digest="untrained")

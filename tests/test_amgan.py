@@ -32,9 +32,22 @@ def test_an_alpha_given_from_outside_replaces_the_head():
     assert torch.allclose(x_star[..., :8, :], z[..., :8, :])
 
 
+@pytest.mark.parametrize("upsample", ["deconv", "resize"])
+def test_both_up_samplings_give_the_input_size(upsample):
+    G = Generator(c_dim=5, conv_dim=8, repeat_num=1, upsample=upsample)
+    x_star, alpha, _ = G(torch.rand(2, 3, 20, 20), torch.rand(2, 5))
+    assert x_star.shape == (2, 3, 20, 20) and alpha.shape == (2, 1, 20, 20)
+    kinds = {type(m) for m in G.modules()}
+    assert (torch.nn.ConvTranspose2d in kinds) == (upsample == "deconv")
+    assert (torch.nn.Upsample in kinds) == (upsample == "resize")
+    with pytest.raises(ValueError):
+        Generator(c_dim=5, conv_dim=8, repeat_num=1, upsample="bicubic")
+
+
 @pytest.mark.parametrize("attention", ["generator", "none", "separate", "cam"])
 def test_editnet_variants(attention):
-    net = EditNet(c_dim=6, conv_dim=8, repeat_num=1, attention=attention, att_conv_dim=4)
+    net = EditNet(c_dim=6, conv_dim=8, repeat_num=1, attention=attention, att_conv_dim=4,
+                  upsample="resize")
     x, c = torch.rand(2, 3, 16, 16), torch.rand(2, 6)
     cam = torch.rand(2, 1, 16, 16) if attention == "cam" else None
     x_star, alpha, _ = net(x, c, alpha=cam)

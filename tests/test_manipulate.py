@@ -58,6 +58,9 @@ def test_edit_batch_at_the_model_size(models):
 
 def test_region_specific_editing_confines_the_change_to_the_region_mask(models):
     # CAM as alpha: the region (sleeve=short's attention above 0.9) is never empty.
+    # The stand-in classifier's CAM is the region: seeded to one whose sleeve=short region overlaps
+    # color's attention, whatever ran before.
+    torch.manual_seed(3)
     m = Manipulator.load(models["cam-as-mask"], classifier=TinyClassifier())
     image = _image(40, 40, seed=1)
     free, _ = m.edit(image, color="green")
@@ -203,3 +206,18 @@ def test_evaluate_edits_command_on_a_tiny_synthetic_model(tmp_path):
     # changed fraction of the image and no pixel outside the garment is guaranteed to survive.
     assert data["method"] == "stargan" and 0 < data["mean"]["attention_iou"] < 0.5
     assert data["mean"]["preservation"] > 0
+
+
+def test_a_model_written_before_the_upsampling_was_recorded_loads_as_deconv(models, tmp_path):
+    config, tensors = ckpt.load_model_dir(models["amgan"], kind="amgan")
+    assert config["upsample"] == "resize"
+    old = tmp_path / "old"
+    ckpt.save_model_dir(old, {k: v for k, v in config.items() if k != "upsample"}, tensors)
+    with pytest.raises(UserError, match="do not fit"):  # resize weights under a deconv net
+        Manipulator.load(old, device="cpu", classifier=TinyClassifier())
+    deconv = tiny_config(tmp_path, iters=1, g_upsample="deconv", out=str(tmp_path / "deconv"))
+    config, tensors = ckpt.load_model_dir(
+        train_amgan(deconv, dataset=TinyImages(), classifier=TinyClassifier()), kind="amgan")
+    ckpt.save_model_dir(old, {k: v for k, v in config.items() if k != "upsample"}, tensors)
+    m = Manipulator.load(old, device="cpu", classifier=TinyClassifier())
+    assert any(isinstance(mod, torch.nn.ConvTranspose2d) for mod in m.net.modules())

@@ -113,9 +113,28 @@ def test_stop_at_leaves_a_model_and_resume_goes_on_to_the_same_weights(tmp_path)
         tiny_config(tmp_path, stop_at=99)
 
 
+def test_training_seconds_add_up_a_run_and_its_resumes(tmp_path):
+    from amgan_search.train_amgan import training_seconds
+
+    log = tmp_path / "log.jsonl"
+    records = [{"iter": 50, "s_per_iter": 1.0}, {"iter": 100, "s_per_iter": 1.0},  # no `since`
+               {"iter": 150, "since": 100, "s_per_iter": 0.5},
+               {"iter": 200, "since": 100, "s_per_iter": 0.25}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert training_seconds(log, 200) == 100 * 1.0 + 100 * 0.25
+    assert training_seconds(log, 150) == 100 * 1.0 + 50 * 0.5
+    assert training_seconds(tmp_path / "missing.jsonl", 10) == 0
+
+
 def test_resume_without_a_checkpoint_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no checkpoint"):
         _train(tmp_path, resume=True)
+
+
+def test_resume_with_another_architecture_is_a_user_error(tmp_path):
+    _train(tmp_path, ckpt_every=2, stop_at=2, g_upsample="deconv")
+    with pytest.raises(UserError, match="train_config.json"):
+        _train(tmp_path, ckpt_every=2, resume=True, g_upsample="resize")
 
 
 def test_reference_image_has_the_target_attributes_else_the_target_value_else_none():
@@ -179,6 +198,8 @@ def test_presets_fill_the_method_and_bad_values_are_user_errors():
         AmganConfig(method="cyclegan")
     with pytest.raises(UserError):
         AmganConfig(size=48)
+    with pytest.raises(UserError, match="--g-upsample"):
+        AmganConfig(g_upsample="bicubic")
 
 
 def test_cli_methods_match_the_presets():
