@@ -97,18 +97,19 @@ def fit_square(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int
 
 
 def unfit_square(square: np.ndarray, box: tuple[int, int, int, int],
-                 shape: tuple[int, int], resample=Image.BICUBIC) -> np.ndarray:
+                 shape: tuple[int, int]) -> np.ndarray:
     """Crop the padding `fit_square` added and resize back to the original HxW.
 
-    Masks go back with Image.BILINEAR: its weights are never negative, so a mask confined by
-    another (alpha * region <= region) stays confined at the input's size; bicubic overshoots."""
+    Images go back bicubic; masks (2-D) bilinear: its weights are never negative, so a mask
+    confined by another (alpha * region <= region) stays confined at the input's size, where
+    bicubic would overshoot."""
     top, left, nh, nw = box
     crop = square[top:top + nh, left:left + nw]
     h, w = shape
     if crop.ndim == 2:
-        img = Image.fromarray(crop)
+        img, resample = Image.fromarray(crop), Image.BILINEAR
     else:
-        img = Image.fromarray(np.asarray(crop, dtype=np.uint8))
+        img, resample = Image.fromarray(np.asarray(crop, dtype=np.uint8)), Image.BICUBIC
     return np.asarray(img.resize((w, h), resample))
 
 

@@ -19,7 +19,6 @@ from typing import Mapping
 
 import numpy as np
 import torch
-from PIL import Image
 
 from . import checkpoint as ckpt
 from .amgan import EditNet
@@ -170,5 +169,4 @@ class Manipulator:
 
 def _unfit_mask(mask: np.ndarray, box, shape) -> np.ndarray:
     """A float mask at the model size -> float32 in [0, 1] at the input's size."""
-    return np.clip(unfit_square(mask.astype(np.float32), box, shape, Image.BILINEAR), 0, 1
-                   ).astype(np.float32)
+    return np.clip(unfit_square(mask.astype(np.float32), box, shape), 0, 1).astype(np.float32)

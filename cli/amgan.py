@@ -12,6 +12,7 @@ import click
 METHODS = ("amgan", "stargan", "ganimation", "sagan", "no-dc", "no-perceptual",
            "no-attention-loss", "cam-as-mask")
 SYNTHETIC_ATTRIBUTE_OPTIONS = ("color", "sleeve", "pattern")
+UPSAMPLINGS = ("resize", "deconv")  # amgan.UPSAMPLINGS, the default first
 
 
 @click.command()
@@ -45,7 +46,7 @@ SYNTHETIC_ATTRIBUTE_OPTIONS = ("color", "sleeve", "pattern")
 @click.option("--g-conv-dim", type=int, default=32, show_default=True)
 @click.option("--g-repeat-num", type=int, default=3, show_default=True,
               help="Residual blocks in G.")
-@click.option("--g-upsample", type=click.Choice(["resize", "deconv"]), default="resize",
+@click.option("--g-upsample", type=click.Choice(UPSAMPLINGS), default=UPSAMPLINGS[0],
               show_default=True,
               help="G's up-sampling: nearest x2 + 3x3 conv, or StarGAN's transposed convolutions.")
 @click.option("--d-conv-dim", type=int, default=32, show_default=True)
@@ -70,8 +71,8 @@ SYNTHETIC_ATTRIBUTE_OPTIONS = ("color", "sleeve", "pattern")
                    "planned for --iters (time-boxed sessions; --resume goes on).")
 def train_amgan(db, out, method, classifier, split, size, iters, batch_size, lr, n_critic,
                 lambda_cls, lambda_cyc, lambda_a, lambda_p, lambda_gp, avgpool_only, g_conv_dim,
-                g_repeat_num, g_upsample, d_conv_dim, d_repeat_num, sample_every, ckpt_every, log_every, seed,
-                workers, threads, device, bf16, channels_last, augment, resume,
+                g_repeat_num, g_upsample, d_conv_dim, d_repeat_num, sample_every, ckpt_every,
+                log_every, seed, workers, threads, device, bf16, channels_last, augment, resume,
                 stop_at) -> None:
     """Train AMGAN or a baseline; works the same under `torchrun --nproc_per_node N`."""
     from amgan_search.train_amgan import AmganConfig, train_amgan as run
@@ -81,11 +82,10 @@ def train_amgan(db, out, method, classifier, split, size, iters, batch_size, lr,
         iters=iters, batch_size=batch_size, lr=lr, n_critic=n_critic, lambda_cls=lambda_cls,
         lambda_cyc=lambda_cyc, lambda_a=lambda_a, lambda_p=lambda_p, lambda_gp=lambda_gp,
         perceptual_conv5=not avgpool_only, g_conv_dim=g_conv_dim, g_repeat_num=g_repeat_num,
-        g_upsample=g_upsample, d_conv_dim=d_conv_dim, d_repeat_num=d_repeat_num, sample_every=sample_every,
-        ckpt_every=ckpt_every, log_every=log_every, seed=seed, workers=workers, threads=threads,
-        device=device,
-        bf16=bf16, channels_last=channels_last, augment=augment, resume=resume,
-        stop_at=stop_at)
+        g_upsample=g_upsample, d_conv_dim=d_conv_dim, d_repeat_num=d_repeat_num,
+        sample_every=sample_every, ckpt_every=ckpt_every, log_every=log_every, seed=seed,
+        workers=workers, threads=threads, device=device, bf16=bf16, channels_last=channels_last,
+        augment=augment, resume=resume, stop_at=stop_at)
     path = run(config)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
         click.echo(f"model: {path}")

@@ -203,9 +203,11 @@ def test_presets_fill_the_method_and_bad_values_are_user_errors():
 
 
 def test_cli_methods_match_the_presets():
-    from amgan_search.cli.amgan import METHODS
+    from amgan_search.amgan import UPSAMPLINGS
+    from amgan_search.cli.amgan import METHODS, UPSAMPLINGS as CLI_UPSAMPLINGS
 
     assert list(METHODS) == list(PRESETS)
+    assert sorted(CLI_UPSAMPLINGS) == sorted(UPSAMPLINGS)
 
 
 def _tiny_catalog(root, n=12, size=32):
