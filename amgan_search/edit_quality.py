@@ -5,6 +5,8 @@ scene's own is a target; the renderer draws the same scene with that value, a pi
 - accuracy: the evaluation classifier reads the edited attribute as the target value;
 - fidelity: mean L1 of the edit to the true render, against the unedited input's L1 to it
   (reduction = 1 - edit / input: 1 is perfect, 0 is no better than not editing);
+- where the edit's L1 lies: its sum split over the truly changed pixels, the rest of garment | arms,
+  and the outside (the three add up to the L1 of the edit);
 - preservation: mean absolute change of the edit outside garment | arms of both renders (the
   renderer guarantees no attribute changes a pixel there), images in [0, 1];
 - attention IoU: alpha > 0.5 against the truly changed region, the pixels where the input render
@@ -72,6 +74,10 @@ def evaluate_edits(manipulator, eval_classifier, n: int = 100, seed: int = 777, 
             _add(s, "correct", float((pred.cpu() == v).sum()))
             _add(s, "l1_edit", float((x_star - x_true).abs().mean((1, 2, 3)).sum()))
             _add(s, "l1_input", float((x_in - x_true).abs().mean((1, 2, 3)).sum()))
+            err = (x_star - x_true).abs().mean(1, keepdim=True)  # the pixel's L1, channels averaged
+            for part, region in (("changed", changed), ("rest_of_figure", inside & ~changed),
+                                 ("outside", outside)):
+                _add(s, f"l1_edit_{part}", float((err * region).mean((1, 2, 3)).sum()))
             out_px = outside.expand_as(x_in).flatten(1).sum(1).clamp_min(1)
             _add(s, "preservation", float(((x_star - x_in).abs() * outside).flatten(1).sum(1)
                                           .div(out_px).sum()))
@@ -88,11 +94,13 @@ def evaluate_edits(manipulator, eval_classifier, n: int = 100, seed: int = 777, 
             "l1_edit": s.get("l1_edit", 0) / k,
             "l1_input": s.get("l1_input", 0) / k,
             "fidelity_reduction": 1 - s.get("l1_edit", 0) / max(s.get("l1_input", 0), 1e-12),
+            **{f"l1_edit_{part}": s.get(f"l1_edit_{part}", 0) / k
+               for part in ("changed", "rest_of_figure", "outside")},
             "preservation": s.get("preservation", 0) / k,
             "attention_iou": s.get("iou", 0) / k,
         }
-    keys = ["accuracy", "l1_edit", "l1_input", "fidelity_reduction", "preservation",
-            "attention_iou"]
+    keys = ["accuracy", "l1_edit", "l1_input", "fidelity_reduction", "l1_edit_changed",
+            "l1_edit_rest_of_figure", "l1_edit_outside", "preservation", "attention_iou"]
     mean = {key: float(np.mean([r[key] for r in per_attribute.values()])) for key in keys}
     return {"method": manipulator.config.get("method"), "n_scenes": n, "seed": seed, "size": size,
             "per_attribute": per_attribute, "mean": mean}

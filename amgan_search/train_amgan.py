@@ -92,7 +92,8 @@ class AmganConfig:
     # that layout. 0 keeps the maps as they are.
     perceptual_grid: int = 4
     # The 64x64 synthetic default, sized to this kind of CPU (DESIGN, "Measured"): StarGAN's
-    # 64/6 generator and 64-wide D are ~20x slower and do not fit a CPU budget.
+    # 64/6 generator and 64-wide D are ~20x slower at 128x128 and do not fit a CPU budget. The
+    # shipped models use StarGAN's widths at 64x64, trained on a GPU (see their model cards).
     g_conv_dim: int = 32
     g_repeat_num: int = 3
     att_conv_dim: int = 16                # SaGAN's separate attention network

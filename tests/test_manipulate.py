@@ -130,12 +130,13 @@ def test_edit_command_bad_values_exit_2_with_one_line(models, tmp_path, args, me
 class _Oracle:
     """Edits by rendering the truth: the metrics' exact reference."""
 
-    def __init__(self, schema, n, seed, size, identity=False):
+    def __init__(self, schema, n, seed, size, identity=False, invert=False):
         from amgan_search.edit_quality import test_seeds
         from amgan_search.images import to_tensor
         from amgan_search.synthetic import render, sample_scene
 
-        self.schema, self.size, self.identity, self.config = schema, size, identity, {"method": "oracle"}
+        self.schema, self.size, self.config = schema, size, {"method": "oracle"}
+        self.identity, self.invert = identity, invert
         self.scenes = [sample_scene(s, schema) for s in test_seeds(n, seed)]
         self.x = to_tensor([render(s, size)[0] for s in self.scenes])
 
@@ -145,6 +146,8 @@ class _Oracle:
 
         if self.identity:
             return x.clone(), torch.zeros_like(x[:, :1])
+        if self.invert:
+            return 1 - x, torch.ones_like(x[:, :1])
         outs, alphas = [], []
         name = self.schema.attributes[attribute].name
         for row, t in zip(x, target):
@@ -177,6 +180,18 @@ def test_edit_quality_of_the_true_render_is_perfect_and_of_no_edit_is_nil():
                              seed=5, size=32, progress=False)["mean"]
     assert nothing["fidelity_reduction"] == pytest.approx(0.0)
     assert nothing["preservation"] == 0.0 and nothing["attention_iou"] == 0.0
+    # Not editing leaves the whole error on the pixels the true edit changes (nearly: changes
+    # below the threshold count as the rest of the figure) and none outside.
+    assert nothing["l1_edit_outside"] == 0.0
+    assert nothing["l1_edit_changed"] > 10 * nothing["l1_edit_rest_of_figure"]
+    # The three parts of the edit's L1 add up to it.
+    inverted = evaluate_edits(_Oracle(DEFAULT_SCHEMA, 2, 5, 32, invert=True), judge, n=2,
+                              seed=5, size=32, progress=False)["per_attribute"]
+    for r in [nothing, *inverted.values()]:
+        parts = [r[f"l1_edit_{p}"] for p in ("changed", "rest_of_figure", "outside")]
+        assert sum(parts) == pytest.approx(r["l1_edit"], rel=1e-5)
+    assert all(r[f"l1_edit_{p}"] > 0 for r in inverted.values()
+               for p in ("changed", "rest_of_figure", "outside"))
     table = markdown_table(oracle)
     assert "| color |" in table and "| **mean** |" in table
 
