@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from .images import to_tensor
 
 CHANGE_THRESHOLD = 8 / 255
+# Where the edit's L1 lies: l1_edit_<part> for each; the parts add up to l1_edit.
+L1_PARTS = ("changed", "rest_of_figure", "outside")
 # Test scenes are seeded from a SeedSequence of the given seed: 63-bit seeds that the catalog's
 # consecutive training seeds do not reach.
 SEED_SALT = 0xED17
@@ -72,11 +74,11 @@ def evaluate_edits(manipulator, eval_classifier, n: int = 100, seed: int = 777, 
             s = sums[attr.name]
             _add(s, "n", len(chunk))
             _add(s, "correct", float((pred.cpu() == v).sum()))
-            _add(s, "l1_edit", float((x_star - x_true).abs().mean((1, 2, 3)).sum()))
-            _add(s, "l1_input", float((x_in - x_true).abs().mean((1, 2, 3)).sum()))
             err = (x_star - x_true).abs().mean(1, keepdim=True)  # the pixel's L1, channels averaged
-            for part, region in (("changed", changed), ("rest_of_figure", inside & ~changed),
-                                 ("outside", outside)):
+            _add(s, "l1_edit", float(err.mean((1, 2, 3)).sum()))
+            _add(s, "l1_input", float((x_in - x_true).abs().mean(1, keepdim=True)
+                                      .mean((1, 2, 3)).sum()))  # the same sums as the edit's
+            for part, region in zip(L1_PARTS, (changed, inside & ~changed, outside)):
                 _add(s, f"l1_edit_{part}", float((err * region).mean((1, 2, 3)).sum()))
             out_px = outside.expand_as(x_in).flatten(1).sum(1).clamp_min(1)
             _add(s, "preservation", float(((x_star - x_in).abs() * outside).flatten(1).sum(1)
@@ -94,13 +96,11 @@ def evaluate_edits(manipulator, eval_classifier, n: int = 100, seed: int = 777, 
             "l1_edit": s.get("l1_edit", 0) / k,
             "l1_input": s.get("l1_input", 0) / k,
             "fidelity_reduction": 1 - s.get("l1_edit", 0) / max(s.get("l1_input", 0), 1e-12),
-            **{f"l1_edit_{part}": s.get(f"l1_edit_{part}", 0) / k
-               for part in ("changed", "rest_of_figure", "outside")},
+            **{f"l1_edit_{part}": s.get(f"l1_edit_{part}", 0) / k for part in L1_PARTS},
             "preservation": s.get("preservation", 0) / k,
             "attention_iou": s.get("iou", 0) / k,
         }
-    keys = ["accuracy", "l1_edit", "l1_input", "fidelity_reduction", "l1_edit_changed",
-            "l1_edit_rest_of_figure", "l1_edit_outside", "preservation", "attention_iou"]
+    keys = [key for key in next(iter(per_attribute.values())) if key != "n_edits"]
     mean = {key: float(np.mean([r[key] for r in per_attribute.values()])) for key in keys}
     return {"method": manipulator.config.get("method"), "n_scenes": n, "seed": seed, "size": size,
             "per_attribute": per_attribute, "mean": mean}

@@ -3,7 +3,7 @@
 Each stage is timed alone and the whole `Retriever.query` is timed end to end on the same image;
 the overhead ratio (whole p50 / sum of the stage p50s) shows what the pipeline adds around its
 stages (1.0 = nothing). The shipped models are used when they are there; otherwise untrained models
-of the shipped shapes (a ResNet-18 classifier and the AMGAN generator preset at 64x64): their cost
+of the shipped shapes (a ResNet-18 classifier and the shipped AMGAN generator's widths): their cost
 does not depend on their weights. The index holds synthetic unit vectors of the embedder's size,
 with synthetic metadata: search cost depends on the count and dimension, not on what the vectors mean.
 
@@ -44,7 +44,7 @@ def _models(tiny: bool):
     size = 32 if tiny else 64
     torch.manual_seed(0)
     classifier = AttributeClassifier(DEFAULT_SCHEMA, arch="resnet18", size=size).eval()
-    conv, blocks = (8, 1) if tiny else (32, 3)  # the shipped 64x64 preset's widths (DESIGN "Scale")
+    conv, blocks = (8, 1) if tiny else (64, 6)  # the shipped 64x64 generator's widths (its card)
     net = EditNet(DEFAULT_SCHEMA.condition_dim, conv_dim=conv, repeat_num=blocks,
                   attention="generator", upsample=AmganConfig.g_upsample)
     config = {"kind": "amgan", "schema": DEFAULT_SCHEMA.to_dict(), "size": size}
