@@ -11,10 +11,18 @@ FAISS ?= cpu
 demo: .venv/.installed
 	.venv/bin/amgan-search demo
 
-test: .venv/.installed
+test: lint
 	$(PY) -m pytest -q
+
+# The layering of DESIGN.md (import-linter contracts in pyproject.toml). index/ and cli/ become
+# amgan_search.index and amgan_search.cli only when installed, so the contracts are checked on an
+# installed copy of the package under build/lint.
+lint: .venv/.installed
+	rm -rf build/lint
+	$(PY) -m pip install -q --no-deps --no-build-isolation --target build/lint . 2>/dev/null
+	cd build/lint && PYTHONPATH=. ../../.venv/bin/lint-imports --no-cache --no-logo ../../pyproject.toml
 
 bench: .venv/.installed
 	$(PY) -m benchmarks.run
 
-.PHONY: demo test bench
+.PHONY: demo test lint bench

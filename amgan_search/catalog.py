@@ -23,11 +23,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from . import __version__
-from .checkpoint import atomic_path
-from .datasets import CATEGORY, GENDER, H5_ROW, Source, read_g2_row, read_source
-from .errors import UserError
-from .schema import MISSING, Schema
+from amgan_search import __version__
+from amgan_search.errors import UserError
+from amgan_search.io import atomic_path
+from amgan_search.schema import MISSING, Schema
+from amgan_search.sources import (CATEGORY, GENDER, H5_ROW, Source, empty_counts, read_g2_image,
+                                  read_source, sort_splits, source_counts)
 
 ITEMS, METADATA, ATTRIBUTES, VALUES = "items", "metadata", "attributes", "attribute_values"
 
@@ -109,31 +110,6 @@ def import_catalog(fmt: str, src: str | os.PathLike, db_path: str | os.PathLike,
     source = read_source(fmt, src, attributes=attributes, image_root=image_root)
     write_catalog_db(source, db_path, src=src, progress=progress)
     return Catalog.open(db_path)
-
-
-# G2.h5 files opened by this process, keyed by (pid, path), with their mean image: an h5py handle
-# must not cross a fork, so each DataLoader worker opens its own on first use and keeps it.
-_H5_FILES: dict[tuple[int, str], tuple[object, np.ndarray]] = {}
-
-
-def _h5_file(path: Path):
-    """(open h5py.File, ih_mean as float32) for `path`, opened once per process."""
-    import h5py
-
-    key = (os.getpid(), str(path))
-    entry = _H5_FILES.get(key)
-    if entry is None:
-        if not path.is_file():
-            raise UserError(f"{path}: no such file")
-        try:
-            f = h5py.File(path, "r")
-        except OSError as exc:
-            raise UserError(f"{path}: not a readable HDF5 file ({exc})") from None
-        if "ih" not in f or "ih_mean" not in f:
-            raise UserError(f"{path}: expected datasets 'ih' and 'ih_mean', found {sorted(f)}")
-        entry = (f, np.asarray(f["ih_mean"], dtype=np.float32))
-        _H5_FILES[key] = entry
-    return entry
 
 
 class Catalog:
@@ -254,17 +230,11 @@ class Catalog:
         return self.conn.execute(f"SELECT COUNT(*) FROM {ITEMS} WHERE split = ?", [split]).fetchone()[0]
 
     def splits(self) -> list[str]:
-        found = [s for (s,) in self.conn.execute(f"SELECT DISTINCT split FROM {ITEMS}")]
-        order = {"train": 0, "val": 1, "test": 2}
-        return sorted(found, key=lambda s: (order.get(s, 3), s))
+        return sort_splits(s for (s,) in self.conn.execute(f"SELECT DISTINCT split FROM {ITEMS}"))
 
     def counts(self) -> dict:
         """{split or "all": {"items": n, "values": {attr: {value: n}}, "missing": {attr: n}}}."""
-        result = {}
-        for split in [*self.splits(), "all"]:
-            result[split] = {"items": 0, "values": {a.name: {v: 0 for v in a.values}
-                                                    for a in self.schema.attributes},
-                             "missing": {a.name: 0 for a in self.schema.attributes}}
+        result = empty_counts(self.schema, self.splits())
         for split, n in self.conn.execute(f"SELECT split, COUNT(*) FROM {ITEMS} GROUP BY split"):
             result[split]["items"] = n
             result["all"]["items"] += n
@@ -278,6 +248,12 @@ class Catalog:
                     else:
                         result[key]["values"][attr.name][value] += n
         return result
+
+    def summary(self) -> str:
+        """One line: items per split and values per attribute."""
+        splits = ", ".join(f"{s} {self.count(s):,}" for s in self.splits())
+        attrs = ", ".join(f"{a.name} ({len(a.values)})" for a in self.schema.attributes)
+        return f"{self.count():,} items ({splits}); attributes {attrs}"
 
     def matching(self, target, category: str | None = None, gender: str | None = None,
                  split: str | None = None, limit: int | None = None) -> list[str]:
@@ -318,17 +294,55 @@ class Catalog:
 
     def read_image(self, path: str) -> np.ndarray:
         """An item's image as uint8 HxWx3: a file under the root, or row i of an HDF5 (`G2.h5#i`)."""
-        from .images import load_image
+        from amgan_search.images import load_image
 
         m = H5_ROW.match(path)
         if m is None:
             return load_image(self.resolve(path))
-        file = self.resolve(m["file"])
-        f, mean = _h5_file(file)
-        row, n = int(m["row"]), f["ih"].shape[0]
-        if row >= n:
-            raise UserError(f"{file}: row {row} out of range ({n} images)")
-        return read_g2_row(f, row, mean)
+        return read_g2_image(self.resolve(m["file"]), int(m["row"]))
 
     def __repr__(self) -> str:
         return f"Catalog({str(self.path)!r}, format={self.format!r}, items={self.count()})"
+
+
+# ---------------------------------------------------------------------------------------------
+# `catalog info`: counts of a catalog DB, or of a data set's labels before any import
+# ---------------------------------------------------------------------------------------------
+
+def catalog_info(db_path: str | os.PathLike | None = None, fmt: str | None = None,
+                 src: str | os.PathLike | None = None,
+                 attributes: Sequence[str] | None = None) -> tuple[str, dict]:
+    """(title, report) for a catalog DB, or for `src` read as `fmt` without its images.
+
+    The report holds where the counts come from, the schema as a dict and `Catalog.counts()`.
+    """
+    if db_path is not None:
+        cat = Catalog.open(db_path)
+        header = {"db": str(cat.path), "format": cat.format, "root": str(cat.root),
+                  "created": cat.meta.get("created")}
+        title = f"{cat.path}: {cat.format} catalog"
+        schema, counts = cat.schema, cat.counts()
+    else:
+        source = read_source(fmt, src, attributes=attributes, check_images=False)
+        header = {"src": str(src), "format": fmt, "root": str(source.root)}
+        title = f"{src}: {fmt} labels (images not checked)"
+        schema, counts = source.schema, source_counts(source)
+    return title, {**header, "schema": schema.to_dict(), "counts": counts}
+
+
+def counts_table(title: str, schema: Mapping[str, Sequence[str]], counts: dict) -> str:
+    """The counts as text: items per split, then one row per attribute value (and missing)."""
+    splits = [s for s in counts if s != "all"]
+    lines = [f"{title}, {counts['all']['items']:,} items",
+             "  " + ", ".join(f"{s} {counts[s]['items']:,}" for s in splits)]
+    width = max(len(v) for values in schema.values() for v in values) + 2
+    columns = [*splits, "all"]
+    for name, values in schema.items():
+        lines.append(f"{name}:" + " " * (width + 2 - len(name) - 1) + "".join(f"{s:>10}" for s in columns))
+        for value in values:
+            row = "".join(f"{counts[s]['values'][name][value]:>10,}" for s in columns)
+            lines.append(f"  {value:<{width}}{row}")
+        if counts["all"]["missing"][name]:
+            row = "".join(f"{counts[s]['missing'][name]:>10,}" for s in columns)
+            lines.append(f"  {'(missing)':<{width}}{row}")
+    return "\n".join(lines)

@@ -1,101 +1,32 @@
-"""One checkpoint format and atomic writes for everything the project saves.
+"""One checkpoint format: model directories, weights, training state and run checkpoints.
 
 A model directory holds `config.json` (what the model is: kind, schema, architecture, size, how it
 was trained) and `model.safetensors` (the weights). A training run directory holds the same, plus
 `checkpoints/step-NNNNNNN/` each with `model.safetensors` and `state.pt` (optimiser, RNG and
 iteration state) and `checkpoints/latest` naming the newest complete one. Every file is written
-under a temporary name and renamed into place, so a killed run never leaves a half-written file
-where a reader looks. Nothing is ever unpickled: weights are safetensors, state is loaded with
-`torch.load(weights_only=True)`.
+under a temporary name and renamed into place (`amgan_search.io`), so a killed run never leaves a
+half-written file where a reader looks. Nothing is ever unpickled: weights are safetensors, state
+is loaded with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
-from .errors import UserError
+from amgan_search.errors import UserError
+from amgan_search.io import atomic_dir, atomic_path, read_json, write_json, write_text
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
 
 
-def _default_mode() -> int:
-    """The mode a plain open() would give (mkstemp makes files private, 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-@contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a fresh temporary directory beside `path`; on success it replaces `path`.
-
-    A directory cannot be renamed over a non-empty one, so the old one is first moved aside and
-    removed after the swap: a reader sees either the old directory or the new one, complete.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, _default_mode() | 0o111)  # mkdtemp makes it private, 0700
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{os.getpid()}"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def read_json(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from None
-
-
 def save_weights(path: str | os.PathLike, tensors: Mapping[str, Any], half: bool = False,
                  metadata: Mapping[str, str] | None = None) -> None:
     """Tensors -> safetensors, atomically; `half` stores floating tensors as fp16 (shipped models)."""
-    import torch
     from safetensors.torch import save_file
 
     out = {}
@@ -190,26 +121,3 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
     """A checkpoint directory -> (tensors, state)."""
     path = Path(path)
     return load_weights(path / WEIGHTS), load_state(path / STATE)
-
-
-# Models the project ships, each produced by its own command (see the MODEL_CARD.md beside it).
-SHIPPED_DIR = Path(__file__).resolve().parent / "models"
-SHIPPED = {
-    "classifier-cam": "the CNN+CAM classifier AMGAN trains against (attention truth, perceptual features, embedder)",
-    "classifier-eval": "the separate evaluation classifier that grades edits",
-    "amgan": "AMGAN trained on the synthetic catalog",
-    "stargan": "the StarGAN baseline, same budget",
-}
-
-
-def shipped_model(name: str) -> Path:
-    """Path of a shipped model directory, or a UserError that says how to produce it."""
-    if name not in SHIPPED:
-        raise UserError(f"unknown shipped model {name!r}; known: {', '.join(SHIPPED)}")
-    path = SHIPPED_DIR / name
-    if not (path / WEIGHTS).is_file():
-        raise UserError(
-            f"the shipped model {name!r} ({SHIPPED[name]}) is not in {path}; "
-            "train one and pass its directory instead"
-        )
-    return path

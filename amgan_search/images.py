@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import UserError
+from amgan_search.errors import UserError
 
 # 40 megapixels: a large catalog photo passes, a header that claims 50,000 x 50,000 does not.
 MAX_PIXELS = 40_000_000
@@ -70,7 +70,7 @@ def save_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95,
 
     `compress_level` (PNG, zlib 0-9): bulk writers of noisy images use 1, three times faster.
     """
-    from .checkpoint import atomic_path
+    from amgan_search.io import atomic_path
 
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}.get(Path(path).suffix.lower(), "PNG")
     kwargs = ({"quality": quality} if fmt == "JPEG"
@@ -121,6 +121,20 @@ def to_tensor(images):
     return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+def resize_batch(x, size: int, antialias: bool | None = None):
+    """Float NCHW -> size x size, bilinear; unchanged when already that size (the one resize to a
+    model's input size). `antialias` None: only when shrinking, where it avoids aliasing; the
+    catalog embedder and the benchmark always ask for it."""
+    import torch.nn.functional as F
+
+    if x.shape[-2:] == (size, size):
+        return x
+    if antialias is None:
+        antialias = size < x.shape[-1]
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=antialias)
+
+
 def to_uint8(tensor) -> np.ndarray:
     """Float tensor in [0, 1], NCHW (or CHW) -> uint8 NHWC (or HWC) array."""
     t = tensor.detach().float().clamp(0, 1).mul(255).round().to("cpu")
@@ -128,6 +142,56 @@ def to_uint8(tensor) -> np.ndarray:
     return t.numpy().astype(np.uint8)
 
 
+def preview_values(k: int, n: int) -> list[int]:
+    """n value indices spread evenly over 0..k-1 (first and last included): what pictures show."""
+    return sorted({int(v) for v in np.linspace(0, k - 1, min(k, n)).round()})
+
+
 def tile_rows(rows) -> np.ndarray:
     """Float tensors [B, 3, S, S] in [0, 1], one per row -> one uint8 picture, B tiles wide."""
     return np.concatenate([np.concatenate(list(to_uint8(r.cpu())), axis=1) for r in rows], axis=0)
+
+
+def picture_grid(rows, tile: int, columns: int | None = None, labels=(), label_px: int = 10,
+                 caption_h: int = 0) -> np.ndarray:
+    """Pictures in rows on white, the one layout of every contact sheet: a uint8 picture.
+
+    `rows` holds (picture, caption) cells: a uint8 tile x tile picture, or None for one that
+    could not be read (drawn as a grey box), with up to two caption lines of 24 characters in
+    the `caption_h` pixels under it. `labels`, one per row, go left of the rows at `label_px`.
+    The grid is `columns` tiles wide (default: the longest row).
+    """
+    from PIL import ImageDraw
+
+    font = _font(label_px) if labels else None
+    label_w = 8 + max(int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(label, font=font))
+                      for label in labels) if labels else 0
+    columns = max(len(row) for row in rows) if columns is None else columns
+    sheet = Image.new("RGB", (label_w + columns * tile, len(rows) * (tile + caption_h)),
+                      (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for y, row in enumerate(rows):
+        top = y * (tile + caption_h)
+        if labels:
+            draw.text((4, top + tile // 2), labels[y], fill=(0, 0, 0), font=font, anchor="lm")
+        for x, (picture, caption) in enumerate(row):
+            left = label_w + x * tile
+            if picture is None:
+                draw.rectangle([left + 4, top + 4, left + tile - 4, top + tile - 4],
+                               fill=(220, 220, 220))
+                draw.text((left + 8, top + tile // 2), "unreadable", fill=(0, 0, 0))
+            else:
+                sheet.paste(Image.fromarray(picture), (left, top))
+            for i, line in enumerate(caption.split("\n")[:2] if caption else ()):
+                draw.text((left + 3, top + tile + 2 + 13 * i), line[:24], fill=(0, 0, 0))
+    return np.asarray(sheet)
+
+
+def _font(px: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=px)
+    except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+

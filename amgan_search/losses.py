@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .schema import MISSING
+from amgan_search.schema import MISSING
 
 # The paper's weights; lambda_p is 10 on Shopping100k (avg-pool features only there).
 LAMBDA_GP = 10.0

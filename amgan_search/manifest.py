@@ -7,7 +7,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from amgan_search.errors import UserError
 
 MANIFEST = Path(__file__).resolve().parents[1] / "data_manifest.csv"
 COLUMNS = ("name", "format", "files", "sha256", "images", "attributes", "license", "source")
@@ -87,3 +87,24 @@ def verify(name: str, root: str | Path, manifest: str | Path = MANIFEST) -> list
 
 def failures(results: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(f, s) for f, s in results if s in (MISSING, MISMATCH)]
+
+
+def describe(ds: DataSet) -> str:
+    """Three lines for `data list`: size, attributes and license; files; where to get it."""
+    images = f"{ds.images:,} images" if ds.images else "any size"
+    return (f"{ds.name}: {images}; {ds.attributes}; license: {ds.license}\n"
+            f"    files: {', '.join(ds.files)}\n"
+            f"    source: {ds.source}")
+
+
+def verify_report(name: str, root: str | Path,
+                  manifest: str | Path = MANIFEST) -> tuple[str, str | None]:
+    """(one line per file with its status, what is wrong or None) for data set `name` under `root`."""
+    results = verify(name, root, manifest=manifest)
+    width = max(len(f) for f, _ in results)
+    table = "\n".join(f"{file:<{width}}  {status}" for file, status in results)
+    bad = failures(results)
+    if not bad:
+        return table, None
+    return table, (f"{root}: {len(bad)} of {len(results)} {name} files missing or mismatched "
+                   f"({', '.join(f'{f}: {s}' for f, s in bad)})")

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import UserError
+from amgan_search.errors import UserError
 
 MISSING = -1  # index of an attribute whose value is unknown (Shopping100k's all-zero block)
 
@@ -84,6 +84,16 @@ class Schema:
              for a in self.attributes],
             dtype=np.int64,
         )
+
+    def targets(self, wanted: Mapping[str, str | None]) -> dict[int, int]:
+        """Edit targets {name: value} (None: not edited) -> {attribute position: value index};
+        a UserError names the unknown attribute or value and lists the valid ones."""
+        out = {}
+        for name, value in wanted.items():
+            if value is not None:
+                j = self.position(name)
+                out[j] = self.attributes[j].index(value)
+        return out
 
     def decode(self, indices: Sequence[int]) -> dict[str, str | None]:
         return {a.name: (a.values[int(i)] if int(i) != MISSING else None)

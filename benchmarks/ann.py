@@ -52,7 +52,7 @@ def run(tiny: bool = False, n: int | None = None, dim: int = 512, queries: int |
         k: int = 30) -> list[dict]:
     import faiss
 
-    from amgan_search.index import store
+    from amgan_search.index import faiss_index as store
 
     n = n or (20_000 if tiny else 1_000_000)
     nq = queries or (200 if tiny else 1000)
@@ -110,14 +110,11 @@ def run(tiny: bool = False, n: int | None = None, dim: int = 512, queries: int |
     ]
 
 
-def main(argv=None) -> None:
-    try:
-        from benchmarks.run import standalone
-    except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-        from run import standalone
+if __name__ == "__main__":  # `python -m benchmarks.ann`, or the script: reach the package
+    import sys
+    from pathlib import Path
 
-    standalone(run, __doc__.splitlines()[0], argv, n="vectors in the index")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.run import standalone
 
-
-if __name__ == "__main__":
-    main()
+    standalone(run, __doc__.splitlines()[0], n="vectors in the index")

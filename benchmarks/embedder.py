@@ -38,7 +38,7 @@ def run(tiny: bool = False) -> list[dict]:
     """One row per (model, variant): images/s and the ratio to fp32 contiguous of that model."""
     import torch
 
-    from amgan_search.classifier import AttributeClassifier
+    from amgan_search.nets.classifier import AttributeClassifier
     from amgan_search.schema import DEFAULT_SCHEMA
 
     batch = 8 if tiny else 64

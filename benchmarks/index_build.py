@@ -40,9 +40,9 @@ def _catalog(root: Path, n: int, size: int = 128) -> Path:
 
 
 def _embedder(tiny: bool):
-    from amgan_search.checkpoint import shipped_model
     from amgan_search.errors import UserError
     from amgan_search.index.embed import Embedder, load_embedder
+    from amgan_search.registry import shipped_model
 
     if not tiny:
         try:
@@ -52,7 +52,7 @@ def _embedder(tiny: bool):
             pass
     import torch
 
-    from amgan_search.classifier import AttributeClassifier
+    from amgan_search.nets.classifier import AttributeClassifier
     from amgan_search.schema import Schema
 
     torch.manual_seed(0)
@@ -65,8 +65,8 @@ def _embedder(tiny: bool):
 def run(tiny: bool = False, images: int | None = None, workers: int = 2, batch_size: int = 128) -> list[dict]:
     import torch
 
+    from amgan_search.index.build import build_index
     from amgan_search.index.embed import forward_throughput
-    from amgan_search.index.store import build_index
 
     n = images or (96 if tiny else 2000)
     batch_size = 32 if tiny else batch_size

@@ -23,23 +23,24 @@ def _models(tiny: bool):
     """(embedder, manipulator, note): shipped when present, else untrained of the same shapes."""
     import torch
 
-    from amgan_search.checkpoint import shipped_model
+    from amgan_search.editors import Manipulator
+    from amgan_search.registry import load_model
     from amgan_search.errors import UserError
     from amgan_search.index.embed import Embedder, load_embedder
-    from amgan_search.manipulate import Manipulator
+    from amgan_search.registry import shipped_model
 
     if not tiny:
         try:
             shipped_model("classifier-cam")
             shipped_model("amgan")
-            return (load_embedder(None, device="cpu"), Manipulator.load(None, device="cpu"),
+            return (load_embedder(None, device="cpu"), load_model(None, "editor", device="cpu"),
                     "shipped classifier-cam + amgan")
         except UserError:
             pass
-    from amgan_search.amgan import EditNet
-    from amgan_search.classifier import AttributeClassifier
+    from amgan_search.nets.amgan import EditNet
+    from amgan_search.nets.classifier import AttributeClassifier
     from amgan_search.schema import DEFAULT_SCHEMA
-    from amgan_search.train_amgan import AmganConfig
+    from amgan_search.train.config import AmganConfig
 
     size = 32 if tiny else 64
     torch.manual_seed(0)
@@ -56,7 +57,8 @@ def _models(tiny: bool):
 def _index(out: Path, embedder, n: int, seed: int = 0) -> None:
     import pandas as pd
 
-    from amgan_search.index import store
+    from amgan_search.index.build import build_from_vectors
+    from amgan_search.index.index_dir import item_records
     from amgan_search.schema import DEFAULT_SCHEMA
 
     rng = np.random.default_rng(seed)
@@ -66,8 +68,8 @@ def _index(out: Path, embedder, n: int, seed: int = 0) -> None:
     items = pd.DataFrame({"id": [f"item{i}" for i in range(n)],
                           "path": [f"/catalog/img/{i}.jpg" for i in range(n)],
                           "split": "train", "category": "top", "gender": rng.choice(["female", "male"], n)})
-    store.build_from_vectors(out, v, labels, store._items_records(items, labels, DEFAULT_SCHEMA),
-                             DEFAULT_SCHEMA, embedder.meta(), index_type="auto")
+    build_from_vectors(out, v, labels, item_records(items, labels, DEFAULT_SCHEMA),
+                       DEFAULT_SCHEMA, embedder.meta(), index_type="auto")
 
 
 def _percentiles(seconds: list[float]) -> tuple[float, float]:
@@ -78,7 +80,8 @@ def _percentiles(seconds: list[float]) -> tuple[float, float]:
 def run(tiny: bool = False, repeats: int | None = None, n: int = 10_000) -> list[dict]:
     import torch
 
-    from amgan_search.index.store import Retriever, Searcher
+    from amgan_search.index.retrieve import Retriever
+    from amgan_search.index.search import Searcher
 
     repeats = repeats or (5 if tiny else 50)
     n = 2_000 if tiny else n
@@ -122,14 +125,10 @@ def run(tiny: bool = False, repeats: int | None = None, n: int = 10_000) -> list
     return rows_out
 
 
-def main(argv=None) -> None:
-    try:
-        from benchmarks.run import standalone
-    except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-        from run import standalone
+if __name__ == "__main__":  # `python -m benchmarks.query_latency`, or the script: reach the package
+    import sys
 
-    standalone(run, __doc__.splitlines()[0], argv, repeats="queries timed per stage")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.run import standalone
 
-
-if __name__ == "__main__":
-    main()
+    standalone(run, __doc__.splitlines()[0], repeats="queries timed per stage")

@@ -19,13 +19,14 @@ import torch
 
 
 def _classifier(schema, size):
-    from amgan_search.classifier import AttributeClassifier
+    from amgan_search.nets.classifier import AttributeClassifier
 
     return AttributeClassifier(schema, arch="resnet18", size=size).eval()
 
 
 def _setup(method, schema, classifier, size, batch, overrides):
-    from amgan_search.train_amgan import AmganTrainer, preset
+    from amgan_search.train.config import preset
+    from amgan_search.train.trainer import AmganTrainer
 
     cfg = preset(method, size=size, batch_size=batch, **overrides)
     torch.manual_seed(0)

@@ -7,7 +7,14 @@ import json
 
 import click
 
+# amgan_search.sources.FORMATS, written out so that `--help` does not import numpy (a test keeps
+# the two equal).
 FORMATS = ("synthetic", "deepfashion-synthesis", "shopping100k", "csv")
+
+
+def _names(attributes: str | None) -> list[str] | None:
+    """--attributes a,b,c -> ["a", "b", "c"]."""
+    return [a.strip() for a in attributes.split(",")] if attributes else None
 
 
 @click.group()
@@ -33,11 +40,9 @@ def import_(fmt: str, src: str, db_path: str, attributes: str | None, image_root
     """Import SRC into a catalog DB."""
     from amgan_search.catalog import import_catalog
 
-    names = [a.strip() for a in attributes.split(",")] if attributes else None
-    cat = import_catalog(fmt, src, db_path, attributes=names, progress=not quiet, image_root=image_root)
-    splits = ", ".join(f"{s} {cat.count(s):,}" for s in cat.splits())
-    attrs = ", ".join(f"{a.name} ({len(a.values)})" for a in cat.schema.attributes)
-    click.echo(f"{db_path}: {cat.count():,} items ({splits}); attributes {attrs}")
+    cat = import_catalog(fmt, src, db_path, attributes=_names(attributes), progress=not quiet,
+                         image_root=image_root)
+    click.echo(f"{db_path}: {cat.summary()}")
 
 
 @catalog.command()
@@ -51,43 +56,16 @@ def import_(fmt: str, src: str, db_path: str, attributes: str | None, image_root
 def info(db_path: str | None, fmt: str | None, src: str | None, attributes: str | None,
          as_json: bool) -> None:
     """Counts per split and per attribute value, of a catalog DB or of a data set's labels."""
+    from amgan_search.catalog import catalog_info, counts_table
     from amgan_search.errors import UserError
 
     if (db_path is None) == (fmt is None) or (fmt is not None and src is None):
         raise UserError("catalog info: give either --db DB, or --format FORMAT SRC")
-    if db_path is not None:
-        from amgan_search.catalog import Catalog
-
-        cat = Catalog.open(db_path)
-        schema, counts = cat.schema, cat.counts()
-        header = {"db": str(cat.path), "format": cat.format, "root": str(cat.root),
-                  "created": cat.meta.get("created")}
-        title = f"{cat.path}: {cat.format} catalog"
-    else:
-        from amgan_search.datasets import read_source, source_counts
-
-        names = [a.strip() for a in attributes.split(",")] if attributes else None
-        source = read_source(fmt, src, attributes=names, check_images=False)
-        schema, counts = source.schema, source_counts(source)
-        header = {"src": str(src), "format": fmt, "root": str(source.root)}
-        title = f"{src}: {fmt} labels (images not checked)"
+    title, report = catalog_info(db_path, fmt, src, attributes=_names(attributes))
     if as_json:
-        click.echo(json.dumps({**header, "schema": schema.to_dict(), "counts": counts}, indent=2))
-        return
-    splits = [s for s in counts if s != "all"]
-    click.echo(f"{title}, {counts['all']['items']:,} items")
-    click.echo("  " + ", ".join(f"{s} {counts[s]['items']:,}" for s in splits))
-    width = max(len(v) for a in schema.attributes for v in a.values) + 2
-    columns = [*splits, "all"]
-    for attr in schema.attributes:
-        click.echo(f"{attr.name}:" + " " * (width + 2 - len(attr.name) - 1)
-                   + "".join(f"{s:>10}" for s in columns))
-        for value in attr.values:
-            row = "".join(f"{counts[s]['values'][attr.name][value]:>10,}" for s in columns)
-            click.echo(f"  {value:<{width}}{row}")
-        if counts["all"]["missing"][attr.name]:
-            row = "".join(f"{counts[s]['missing'][attr.name]:>10,}" for s in columns)
-            click.echo(f"  {'(missing)':<{width}}{row}")
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(counts_table(title, report["schema"], report["counts"]))
 
 
 @click.group()
@@ -98,13 +76,10 @@ def data() -> None:
 @data.command("list")
 def list_() -> None:
     """List the known data sets and where to get them."""
-    from amgan_search.manifest import load_manifest
+    from amgan_search.manifest import describe, load_manifest
 
     for ds in load_manifest().values():
-        images = f"{ds.images:,} images" if ds.images else "any size"
-        click.echo(f"{ds.name}: {images}; {ds.attributes}; license: {ds.license}")
-        click.echo(f"    files: {', '.join(ds.files)}")
-        click.echo(f"    source: {ds.source}")
+        click.echo(describe(ds))
 
 
 @data.command()
@@ -113,13 +88,9 @@ def list_() -> None:
 def verify(name: str, root: str) -> None:
     """Check that a data set's files exist and match their known sha256."""
     from amgan_search.errors import UserError
-    from amgan_search.manifest import failures, verify as verify_files
+    from amgan_search.manifest import verify_report
 
-    results = verify_files(name, root)
-    width = max(len(f) for f, _ in results)
-    for file, status in results:
-        click.echo(f"{file:<{width}}  {status}")
-    bad = failures(results)
-    if bad:
-        raise UserError(f"{root}: {len(bad)} of {len(results)} {name} files missing or mismatched "
-                        f"({', '.join(f'{f}: {s}' for f, s in bad)})")
+    table, problem = verify_report(name, root)
+    click.echo(table)
+    if problem:
+        raise UserError(problem)

@@ -1,8 +1,11 @@
 """`amgan-search demo`: the main job on the embedded default."""
 
+from functools import partial
 from pathlib import Path
 
 import click
+
+from amgan_search.cli.options import device_option
 
 
 @click.command()
@@ -14,16 +17,16 @@ import click
               help="Results per query.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Image-decoding workers for the index build.")
-@click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
+@device_option("torch device (default: cuda when available, else cpu).")
 def demo(out: Path, n: int, k: int, workers: int, device: str | None) -> None:
     """Render a catalog, index it, run example queries and write an HTML report.
 
     The catalog, its DB and the default index live under $AMGAN_SEARCH_HOME
     (default ~/.cache/amgan-search) and are reused by later runs and by `amgan-search query`.
     """
-    from amgan_search.demo import run_demo
+    from amgan_search.index.demo import run_demo
 
-    report = run_demo(out, n=n, k=k, workers=workers, device=device)
+    report = run_demo(out, n=n, k=k, workers=workers, device=device, log=partial(click.echo, err=True))
     click.echo(f"report: {report.resolve()}")
     click.echo(f"contact sheets: {report.parent.resolve()}/*/contact.png")
     click.echo("next: amgan-search query " + str((report.parent / "one-attribute" / "query.png"))

@@ -35,22 +35,23 @@ def train() -> None:
 
 
 def _register() -> None:
-    from . import amgan, catalog, classifier, demo, retrieval, synthetic
+    from amgan_search.cli import catalog, demo, edit, evaluate, retrieval, synthetic
+    from amgan_search.cli import train as train_cli
 
     catalog.catalog.add_command(synthetic.synth)
     catalog.catalog.add_command(synthetic.sheet)
     cli.add_command(catalog.catalog)
     cli.add_command(catalog.data)
-    train.add_command(classifier.train_classifier, "classifier")
-    train.add_command(amgan.train_amgan, "amgan")
-    train.add_command(amgan.export_model, "export")
-    cli.add_command(classifier.classify)
-    cli.add_command(classifier.evaluate_classifier, "evaluate-classifier")
-    cli.add_command(amgan.edit)
-    cli.add_command(amgan.evaluate_edits, "evaluate-edits")
+    train.add_command(train_cli.train_classifier, "classifier")
+    train.add_command(train_cli.train_amgan, "amgan")
+    train.add_command(train_cli.export_model, "export")
+    cli.add_command(edit.edit)
+    cli.add_command(edit.classify)
+    cli.add_command(evaluate.evaluate_classifier, "evaluate-classifier")
+    cli.add_command(evaluate.evaluate_edits, "evaluate-edits")
+    cli.add_command(evaluate.benchmark)
     cli.add_command(retrieval.index)
     cli.add_command(retrieval.query)
-    cli.add_command(retrieval.benchmark)
     cli.add_command(demo.demo)
 
 

@@ -25,25 +25,24 @@ import click
 def synth(out_dir, n, seed, size, attributes, fmt, test_fraction, workers, overwrite) -> None:
     """Render a synthetic catalog into OUT_DIR: images/, catalog.csv, schema.json."""
     import time
-    from collections import Counter
 
-    from amgan_search.schema import SYNTHETIC_ATTRIBUTES
-    from amgan_search.synthetic import load_scene_table, write_catalog
+    from amgan_search.errors import UserError
+    from amgan_search.synthetic import NotEmpty, load_scene_table, value_counts, write_catalog
 
     names = [a.strip() for a in attributes.split(",") if a.strip()]
     start = time.perf_counter()
-    out = write_catalog(out_dir, n, seed=seed, size=size, attributes=names, fmt=fmt,
-                        test_fraction=test_fraction, overwrite=overwrite, workers=workers)
+    try:
+        out = write_catalog(out_dir, n, seed=seed, size=size, attributes=names, fmt=fmt,
+                            test_fraction=test_fraction, overwrite=overwrite, workers=workers)
+    except NotEmpty as exc:
+        raise UserError(f"{exc.path}: exists and is not empty; overwrite (--overwrite) replaces it"
+                        ) from None
     elapsed = time.perf_counter() - start
     rows = load_scene_table(out)
-    splits = Counter(row.split for row in rows)
     click.echo(f"wrote {len(rows)} images ({size}x{size} {fmt}) to {out} in {elapsed:.1f} s "
                f"({len(rows) / elapsed:.0f} images/s)")
-    click.echo("split: " + ", ".join(f"{k} {splits.get(k, 0)}" for k in ("train", "test")))
-    first = rows[0].scene.attributes
-    for name in first:
-        counts = Counter(row.scene.attributes[name] for row in rows)
-        click.echo(f"{name}: " + ", ".join(f"{v} {counts[v]}" for v in SYNTHETIC_ATTRIBUTES[name]))
+    for name, counts in value_counts(rows).items():
+        click.echo(f"{name}: " + ", ".join(f"{value} {count}" for value, count in counts.items()))
 
 
 @click.command()

@@ -1,0 +1,13 @@
+"""Retrieval over a catalog (installed as amgan_search.index); imports the core, never the CLI.
+
+In the order a catalog and then a query pass through it:
+  embed         the CNN+CAM classifier's features as L2-normalised vectors (`Embedder`, `load_embedder`)
+  faiss_index   index type, parameters, training and tuning against exact search
+  index_dir     the index folder's files: write, read, check, describe
+  build         catalog -> index folder (`build_index`, `add_items`, the sharded torchrun build)
+  search        a loaded index: top-k rows, `where` filter, metadata (`Searcher`)
+  retrieve      the query pipeline: photo -> edit -> embed -> search (`Retriever`, `QueryResult`)
+  sheet         a query's contact sheet
+  benchmark     the resumable retrieval benchmark runner; report: its summary.json, .md and plot
+  demo          the whole pipeline on the shipped models, to an HTML report
+"""

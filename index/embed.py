@@ -2,7 +2,7 @@
 
 A DataLoader with worker processes decodes and resizes images while the model runs, so decoding
 never starves the forward pass. Under `torchrun` each rank embeds a contiguous shard of the
-catalog; `index.store` merges the shards.
+catalog; `index.build` merges the shards.
 """
 
 from __future__ import annotations
@@ -33,38 +33,49 @@ class Embedder:
         import torch
         import torch.nn.functional as F
 
+        from amgan_search.images import resize_batch
+
         with torch.inference_mode():
-            x = torch.as_tensor(x).float()
-            if x.shape[-2:] != (self.size, self.size):
-                x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
-                                  align_corners=False, antialias=True)
+            x = resize_batch(torch.as_tensor(x).float(), self.size, antialias=True)
             v = self.model.embed(x.to(self.device)).float()
             # The classifier already normalises; again here so inner product is cosine for any model.
             v = F.normalize(v, dim=1)
         return v.cpu().numpy().astype(np.float32, copy=False)
 
+    def embed_image(self, image: np.ndarray) -> np.ndarray:
+        """uint8 HxWx3 at any size -> [1, d], through the square fit the catalog images had."""
+        from amgan_search.images import fit_square, to_tensor
+
+        return self(to_tensor(fit_square(image, self.size)[0]))
+
     def meta(self) -> dict:
+        """What index.json records about the embedder."""
         return {"path": self.path, "digest": self.digest, "dim": self.dim, "size": self.size}
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_embedder(path: str | Path | None = None, device: str | None = None) -> Embedder:
     """The CAM classifier at `path` (None: the shipped one) as an Embedder."""
-    from amgan_search.checkpoint import shipped_model
-    from amgan_search.classifier import classifier_digest, load_classifier
+    from amgan_search.device import pick_device
+    from amgan_search.nets.classifier import classifier_digest
+    from amgan_search.registry import load_model, shipped_model
 
-    device = device or default_device()
+    device = pick_device(device)
     resolved = Path(path).expanduser().resolve() if path is not None else shipped_model("classifier-cam")
-    model = load_classifier(resolved, role="cam", device=device)
-    model.eval()
+    model = load_model(resolved, "classifier", device=device)
     return Embedder(model=model, size=int(model.config["size"]), dim=int(model.embed_dim),
                     digest=classifier_digest(resolved),
                     path=str(resolved) if path is not None else None, device=device)
+
+
+def index_embedder(index_dir: str | Path, path: str | Path | None = None, device: str | None = None,
+                   info: dict | None = None) -> Embedder:
+    """The embedder an index was built with (or the one at `path`), checked against its digest."""
+    from amgan_search.index.index_dir import check_embedder, load_info
+
+    info = info if info is not None else load_info(index_dir)
+    embedder = load_embedder(path if path is not None else info["embedder"].get("path"), device=device)
+    check_embedder(info, embedder, index_dir)
+    return embedder
 
 
 def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
@@ -77,7 +88,6 @@ def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
 def embed_dataset(embedder: Embedder, dataset, batch_size: int = 128, workers: int = 2,
                   progress: bool = True, desc: str = "embedding") -> np.ndarray:
     """Every image of a dataset yielding (image [3,S,S], ...) -> float32 [n, C] in dataset order."""
-    import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
@@ -105,7 +115,7 @@ def catalog_dataset(db: str | Path, size: int, positions: Sequence[int] | None =
     """(dataset, items DataFrame) over the whole catalog, optionally restricted to row positions."""
     from torch.utils.data import Subset
 
-    from amgan_search.data import CatalogImages
+    from amgan_search.dataset import CatalogImages
 
     dataset = CatalogImages(str(db), split=None, size=size, augment=False)
     items = dataset.items.reset_index(drop=True)

@@ -72,7 +72,7 @@ class TinyImages(torch.utils.data.Dataset):
 
 
 def tiny_config(tmp_path, method="amgan", **kw):
-    from amgan_search.train_amgan import AmganConfig
+    from amgan_search.train.config import AmganConfig
 
     base = dict(out=str(tmp_path / method), method=method, size=32, iters=4, batch_size=4,
                 n_critic=2, g_conv_dim=8, g_repeat_num=1, att_conv_dim=4, d_conv_dim=8,

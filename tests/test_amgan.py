@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from amgan_search.amgan import (Discriminator, EditNet, Generator, SpatialAttention,
-                                attention_crop, crop_boxes)
+from amgan_search.nets.amgan import (Discriminator, EditNet, Generator, SpatialAttention,
+                                     attention_crop, crop_boxes)
 
 
 def test_generator_shapes_and_the_attention_blend():
@@ -107,3 +107,14 @@ def test_the_dc_crop_passes_gradients_to_x_star():
     _, cs, _ = attention_crop(alpha, torch.rand(1, 3, 16, 16), x_star, 8)
     cs.sum().backward()
     assert x_star.grad[..., 4:8, 4:8].abs().sum() > 0 and x_star.grad[..., 10:, :].abs().sum() == 0
+
+
+def test_edit_net_from_a_model_config():
+    config = {"c_dim": 7, "conv_dim": 8, "repeat_num": 1, "attention": "separate",
+              "att_conv_dim": 4, "upsample": "resize"}
+    net = EditNet.from_config(config)
+    assert net.attention == "separate" and net.A is not None
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules())
+    # configs written before the up-sampling was recorded: transposed convolutions
+    old = EditNet.from_config({k: v for k, v in config.items() if k != "upsample"})
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in old.modules())

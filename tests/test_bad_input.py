@@ -21,8 +21,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from amgan_search.cli.main import cli
-
-from test_index import make_catalog, make_classifier, make_manipulator
+from builders import make_catalog, make_classifier, make_manipulator
 
 BIN = [sys.executable, "-m", "amgan_search.cli.main"]
 
@@ -190,7 +189,7 @@ def _kill_when(cmd: list[str], ready, timeout: float = 120) -> None:
 def test_index_build_killed_part_way_keeps_the_old_index(world, tmp_path):
     import shutil
 
-    from amgan_search.index.store import Searcher
+    from amgan_search.index.search import Searcher
 
     index = tmp_path / "index"
     shutil.copytree(world["index"], index)
@@ -212,7 +211,7 @@ def test_index_build_killed_part_way_keeps_the_old_index(world, tmp_path):
 def test_index_build_failing_mid_write_keeps_the_old_index(world, tmp_path, monkeypatch):
     import shutil
 
-    from amgan_search.index import store
+    from amgan_search.index import build, index_dir, search
 
     index = tmp_path / "index"
     shutil.copytree(world["index"], index)
@@ -221,11 +220,11 @@ def test_index_build_failing_mid_write_keeps_the_old_index(world, tmp_path, monk
     def dies_after_the_faiss_file(*args, **kwargs):
         raise KeyboardInterrupt  # as a kill would, after index.faiss and before index.json
 
-    monkeypatch.setattr(store, "write_json", dies_after_the_faiss_file)
+    monkeypatch.setattr(index_dir, "write_json", dies_after_the_faiss_file)
     with pytest.raises(KeyboardInterrupt):
-        store.build_index(db, index, _embedder(world["cam"]), workers=0, progress=False)
+        build.build_index(db, index, _embedder(world["cam"]), workers=0, progress=False)
     monkeypatch.undo()
-    assert store.Searcher(index, use_gpu=False).count == 24
+    assert search.Searcher(index, use_gpu=False).count == 24
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 

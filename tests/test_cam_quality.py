@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from amgan_search.cam_quality import cam_iou, iou
+from amgan_search.metrics.cam import cam_iou, iou
 from amgan_search.schema import DEFAULT_SCHEMA
 
 
@@ -43,8 +43,8 @@ def test_cam_iou_reports_every_attribute_with_its_region():
 
 
 def test_cam_sheet_draws_a_row_per_scene_and_a_column_per_attribute(tmp_path):
-    from amgan_search.cam_quality import cam_sheet
     from amgan_search.images import load_image
+    from amgan_search.metrics.cam import cam_sheet
 
     def centre(x, attribute):
         cam = torch.zeros(x.shape[0], 1, x.shape[2], x.shape[3])

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from amgan_search.catalog import Catalog, import_catalog
 from amgan_search.cli.main import cli
-from amgan_search.data import CatalogImages
+from amgan_search.dataset import CatalogImages
 from amgan_search.errors import UserError
 from amgan_search.images import save_image
 
@@ -318,6 +318,30 @@ def test_cli_info_counts_real_labels_without_g2():
     assert counts["all"]["values"]["sleeve"] == {"long": 32_185, "short": 18_605,
                                                  "sleeveless": 27_560, "unspecified": 629}
     assert counts["all"]["values"]["color"]["multicolor"] == 25_926
+
+
+def test_cli_formats_are_the_readers_formats():
+    from amgan_search.cli import catalog as catalog_cli
+    from amgan_search.sources import FORMATS
+
+    assert catalog_cli.FORMATS == FORMATS
+
+
+def test_cli_info_text_lists_every_value_per_split(synth_db):
+    result = run("catalog", "info", "--db", synth_db)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"{synth_db}: synthetic catalog, 6 items",
+        "  train 4, test 2",
+        "color:             train      test       all",
+        "  red                  2         1         3",
+        "  blue                 2         0         2",
+        "  green                0         1         1",
+        "sleeve:            train      test       all",
+        "  long                 3         1         4",
+        "  short                1         0         1",
+        "  sleeveless           0         1         1",
+    ]
 
 
 def test_cli_info_counts_match_the_db(tmp_path):

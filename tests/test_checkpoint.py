@@ -3,6 +3,7 @@ import torch
 
 from amgan_search import checkpoint as ck
 from amgan_search.errors import UserError
+from amgan_search.io import atomic_dir, read_json
 
 
 def test_model_dir_round_trip_and_fp16_storage(tmp_path):
@@ -38,10 +39,10 @@ def test_checkpoints_rotate_and_latest_points_at_a_complete_one(tmp_path):
 def test_failed_write_leaves_the_old_directory(tmp_path):
     ck.save_model_dir(tmp_path / "m", {"kind": "old"}, {"a": torch.ones(1)})
     with pytest.raises(RuntimeError):
-        with ck.atomic_dir(tmp_path / "m") as tmp:
+        with atomic_dir(tmp_path / "m") as tmp:
             (tmp / "half").write_text("x")
             raise RuntimeError("killed")
-    assert ck.read_json(tmp_path / "m" / ck.CONFIG) == {"kind": "old"}
+    assert read_json(tmp_path / "m" / ck.CONFIG) == {"kind": "old"}
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
 
 

@@ -12,13 +12,16 @@ from click.testing import CliRunner
 from torch.utils.data import Dataset
 
 from amgan_search import checkpoint as ck
-from amgan_search.classifier import (AttributeClassifier, classifier_digest,
-                                     default_output_stride, load_classifier)
+from amgan_search import registry
 from amgan_search.errors import UserError
 from amgan_search.images import save_image, to_uint8
+from amgan_search.nets.classifier import (AttributeClassifier, classifier_digest,
+                                          default_output_stride)
+from amgan_search.registry import load_model, shipped_model
 from amgan_search.schema import MISSING, Schema
-from amgan_search.train_classifier import (ClassifierConfig, class_weights, imagenet_weights_path,
-                                           initialise, train_classifier)
+from amgan_search.train.classifier import ClassifierConfig, train_classifier
+from amgan_search.train.classifier_data import class_weights
+from amgan_search.train.classifier_init import imagenet_weights_path, initialise
 
 SCHEMA = Schema.from_dict({"color": ["red", "green", "blue"], "corner": ["tl", "tr", "bl", "br"]})
 RGB = [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]
@@ -139,7 +142,7 @@ def test_cam_peaks_where_the_planted_evidence_is():
 def test_cam_of_a_trained_network_finds_the_colored_square(trained):
     out, summary, val = trained
     assert summary["best"]["accuracy"]["color"] >= 0.8
-    model = load_classifier(out)
+    model = load_model(out, "classifier")
     x = torch.stack([val[i][0] for i in range(len(val))])
     cam = model.cam(x, "color", torch.from_numpy(val.labels[:, 0]))
     peak = cam.flatten(1).argmax(1)
@@ -162,7 +165,7 @@ def test_training_lowers_the_loss(trained):
 
     torch.manual_seed(0)
     fresh = AttributeClassifier(SCHEMA, size=SIZE, seed=0).eval()
-    assert loss(load_classifier(out)) < 0.5 * loss(fresh)
+    assert loss(load_model(out, "classifier")) < 0.5 * loss(fresh)
     logged = [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()
               if json.loads(line)["event"] == "train"]
     assert np.mean(logged[-3:]) < np.mean(logged[:3])
@@ -175,7 +178,7 @@ def test_model_dir_records_what_the_model_is(trained):
     assert (config["arch"], config["size"], config["output_stride"], config["seed"]) == ("resnet18", SIZE, 8, 0)
     assert config["schema"] == SCHEMA.to_dict() and config["init"] == "scratch"
     assert config["metrics"]["validation"]["accuracy"]["color"] is not None
-    model = load_classifier(out)
+    model = load_model(out, "classifier")
     assert not model.training and not any(p.requires_grad for p in model.parameters())
     assert classifier_digest(out) == hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
 
@@ -193,7 +196,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
     whole = train_classifier(tiny_config(tmp_path / "a", epochs=2), **kw)
     killed = train_classifier(tiny_config(tmp_path / "b", epochs=2, max_steps=3), **kw)
     assert killed["stopped"] and killed["step"] == 3
-    with pytest.raises(UserError, match="--resume"):
+    with pytest.raises(UserError, match="holds a training run already; resume it"):
         train_classifier(tiny_config(tmp_path / "b", epochs=2), **kw)
     resumed = train_classifier(tiny_config(tmp_path / "b", epochs=2, resume=True), **kw)
     assert whole["step"] == resumed["step"] == 4
@@ -224,10 +227,11 @@ def test_the_eval_classifier_is_another_model(tmp_path, trained, monkeypatch):
     cam_dir, _, _ = trained
     train_classifier(tiny_config(tmp_path / "eval", role="eval"),
                      train_set=Squares(32, seed=3), val_set=Squares(16, seed=4), schema=SCHEMA)
-    monkeypatch.setattr(ck, "SHIPPED_DIR", tmp_path / "models")
+    monkeypatch.setattr(registry, "SHIPPED_DIR", tmp_path / "models")
     shutil.copytree(tmp_path / "eval", tmp_path / "models" / "classifier-eval")
     shutil.copytree(cam_dir, tmp_path / "models" / "classifier-cam")
-    cam, ev = load_classifier(role="cam"), load_classifier(role="eval")
+    cam = load_model(shipped_model("classifier-cam"), "classifier")
+    ev = load_model(shipped_model("classifier-eval"), "classifier")
     assert (cam.config["role"], ev.config["role"]) == ("cam", "eval")
     assert cam.config["seed"] != ev.config["seed"]
     assert (cam.config["arch"], ev.config["arch"]) == ("resnet18", "resnet34")
@@ -259,7 +263,7 @@ def test_init_from_one_of_our_checkpoints(trained):
     out, _, _ = trained
     model = AttributeClassifier(SCHEMA, size=SIZE, seed=7)
     assert initialise(model, str(out)) == f"dir:{out}"
-    assert torch.equal(model.heads[0].weight, load_classifier(out).heads[0].weight)
+    assert torch.equal(model.heads[0].weight, load_model(out, "classifier").heads[0].weight)
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -291,7 +295,7 @@ def test_classify_json_agrees_with_the_model(tmp_path, trained):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
     assert [r["path"] for r in rows] == paths
-    model = load_classifier(out)
+    model = load_model(out, "classifier")
     from amgan_search.images import load_image, to_tensor
     indices, probs = model.predict(to_tensor([load_image(p) for p in paths]))
     for r, idx, prob in zip(rows, indices.tolist(), probs.tolist()):

@@ -26,20 +26,13 @@ def _worker(rank: int, world: int, root: str, port: int, method: str) -> None:
 
     from amgan_helpers import TinyClassifier, TinyImages, tiny_config
     from amgan_search import checkpoint as ckpt
-    from amgan_search import train_amgan as ta
+    from amgan_search.train.amgan import amgan_run
 
-    made = []
-    init = ta.AmganTrainer.__init__
-
-    def recording_init(self, *a, **kw):
-        init(self, *a, **kw)
-        made.append(self)
-
-    ta.AmganTrainer.__init__ = recording_init
     torch.manual_seed(0)
     cfg = tiny_config(Path(root), method=method, iters=4, n_critic=2, batch_size=4, device="cpu")
-    ta.train_amgan(cfg, dataset=TinyImages(n=32), classifier=TinyClassifier())
-    ckpt.save_weights(Path(root) / f"rank{rank}.safetensors", made[0].tensors())
+    with amgan_run(cfg, dataset=TinyImages(n=32), classifier=TinyClassifier()) as run:
+        run.train()
+        ckpt.save_weights(Path(root) / f"rank{rank}.safetensors", run.trainer.tensors())
 
 
 @pytest.mark.parametrize("method", ["amgan", "sagan"])

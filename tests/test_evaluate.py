@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from amgan_search.errors import UserError
-from amgan_search.evaluate import (classification_accuracy, parse_ks, parse_methods, query_targets,
-                                   retrieval_hits, target_matches, topk_accuracy)
+from amgan_search.index.benchmark import BenchmarkConfig, parse_methods, run_benchmark
+from amgan_search.metrics.retrieval import (classification_accuracy, parse_ks, query_targets,
+                                            retrieval_hits, target_matches, topk_accuracy)
 from amgan_search.schema import Schema
 
 SCHEMA = Schema.from_dict({"color": ["red", "green", "blue"], "sleeve": ["long", "short"]})
@@ -73,17 +74,31 @@ def test_bad_method_and_k_specs():
         parse_methods("real,gan")
     with pytest.raises(UserError, match="appears twice"):
         parse_methods("real,real")
-    with pytest.raises(UserError, match="--k"):
+    with pytest.raises(UserError, match="comma-separated integers"):
         parse_ks("1,x")
     assert parse_ks("50,1,5") == [1, 5, 50]
 
 
+def test_the_cli_names_the_flag_of_a_bad_method_or_k(tmp_path):
+    """The library names the value; the benchmark command adds the flag it came from."""
+    from click.testing import CliRunner
+
+    from amgan_search.cli.main import cli
+
+    base = ["benchmark", "--db", str(tmp_path / "x.db"), "--index", str(tmp_path), "--out",
+            str(tmp_path / "out")]
+    result = CliRunner().invoke(cli, base + ["--k", "1,x"])
+    assert result.exit_code == 2
+    assert "error: --k: expected comma-separated integers, got '1,x'" in result.output
+    result = CliRunner().invoke(cli, base + ["--methods", "real,gan"])
+    assert result.exit_code == 2 and "error: --methods: unknown method 'gan'" in result.output
+
+
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
-    from test_index import make_catalog, make_classifier, make_manipulator
-
+    from amgan_search.index.build import build_index
     from amgan_search.index.embed import load_embedder
-    from amgan_search.index.store import build_index
+    from builders import make_catalog, make_classifier, make_manipulator
 
     root = tmp_path_factory.mktemp("bench")
     db = make_catalog(root)
@@ -94,8 +109,6 @@ def bench(tmp_path_factory):
 
 
 def _run(bench, out, methods):
-    from amgan_search.evaluate import BenchmarkConfig, parse_methods, run_benchmark
-
     return run_benchmark(BenchmarkConfig(
         db=str(bench["db"]), index=str(bench["index"]), out=str(out),
         methods=parse_methods(methods), ks=[1, 5, 10], eval_classifier=str(bench["eval"]),
@@ -103,7 +116,7 @@ def _run(bench, out, methods):
 
 
 def test_benchmark_writes_four_outputs_and_resumes(bench, tmp_path):
-    from amgan_search.index.store import Searcher
+    from amgan_search.index.search import Searcher
 
     out = tmp_path / "run"
     summary = _run(bench, out, f"real,tiny={bench['gan']}")
@@ -138,8 +151,6 @@ def test_benchmark_writes_four_outputs_and_resumes(bench, tmp_path):
 
 
 def test_benchmark_refuses_to_mix_runs(bench, tmp_path):
-    from amgan_search.evaluate import BenchmarkConfig, parse_methods, run_benchmark
-
     out = tmp_path / "run"
     _run(bench, out, "real")
     with pytest.raises(UserError, match="another limit"):
@@ -155,17 +166,16 @@ def test_oracle_needs_a_synthetic_catalog(bench, tmp_path):
 
 def test_oracle_edits_are_the_true_renders(tmp_path):
     """On a synthetic catalog the oracle query is the scene re-rendered with the target value."""
-    from test_index import make_classifier
+
+    import torch
 
     from amgan_search.catalog import import_catalog
     from amgan_search.checkpoint import save_model_dir
-    from amgan_search.classifier import AttributeClassifier
-    from amgan_search.evaluate import BenchmarkConfig, run_benchmark
+    from amgan_search.index.build import build_index
     from amgan_search.index.embed import load_embedder
-    from amgan_search.index.store import build_index
+    from amgan_search.nets.classifier import AttributeClassifier
     from amgan_search.schema import DEFAULT_SCHEMA
     from amgan_search.synthetic import write_catalog
-    import torch
 
     folder = write_catalog(tmp_path / "synth", n=30, size=32, progress=False, test_fraction=0.2, workers=1)
     db = tmp_path / "synth.db"

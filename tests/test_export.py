@@ -5,8 +5,9 @@ from click.testing import CliRunner
 from safetensors import safe_open
 
 from amgan_search import checkpoint as ck
-from amgan_search.classifier import AttributeClassifier, load_classifier
 from amgan_search.cli.main import cli
+from amgan_search.nets.classifier import AttributeClassifier
+from amgan_search.registry import load_model
 from amgan_search.schema import DEFAULT_SCHEMA
 
 
@@ -18,7 +19,7 @@ def test_classifier_export_is_fp16_and_predicts_like_the_run(tmp_path):
     assert result.exit_code == 0, result.output
     with safe_open(str(tmp_path / "m" / ck.WEIGHTS), "pt") as f:
         assert f.get_tensor("heads.0.weight").dtype == torch.float16
-    shipped = load_classifier(tmp_path / "m")
+    shipped = load_model(tmp_path / "m", "classifier")
     x = torch.rand(4, 3, 32, 32)
     assert torch.equal(shipped.predict(x)[0], model.predict(x)[0])
     assert (tmp_path / "run" / ck.WEIGHTS).stat().st_size > 1.9 * (tmp_path / "m" / ck.WEIGHTS).stat().st_size

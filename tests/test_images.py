@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from amgan_search.errors import UserError
-from amgan_search.images import (fit_square, load_image, save_image, to_tensor, to_uint8,
-                                 unfit_square)
+from amgan_search.images import (fit_square, load_image, picture_grid, save_image, to_tensor,
+                                 to_uint8, unfit_square)
 
 
 def _save(img, path, **kw):
@@ -98,3 +98,15 @@ def test_tensor_round_trip():
     t = to_tensor(arr)
     assert t.shape == (1, 3, 3, 4) and float(t.max()) <= 1.0
     assert (to_uint8(t)[0] == arr).all()
+
+
+def test_picture_grid_places_tiles_captions_and_labels():
+    red = np.zeros((16, 16, 3), np.uint8)
+    red[..., 0] = 255
+    grid = picture_grid([[(red, "a"), (None, "")], [(red, "")]], 16, caption_h=4)
+    assert grid.shape == (2 * (16 + 4), 2 * 16, 3)  # as wide as the longest row
+    assert (grid[20:36, 0:16] == red).all() and (grid[20:36, 16:32] == 255).all()
+    assert (grid[4:6, 20:29] == 220).all()  # an unreadable picture is a grey box
+    labelled = picture_grid([[(red, "")]], 16, columns=3, labels=["color=red"])
+    assert labelled.shape[0] == 16 and labelled.shape[1] > 3 * 16
+    assert (labelled[:, -48:-32] == red).all() and (labelled[:, -32:] == 255).all()

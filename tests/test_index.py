@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,51 +11,12 @@ import numpy as np
 import pytest
 
 from amgan_search.errors import UserError
-from amgan_search.images import save_image
-from amgan_search.index import store
+from amgan_search.index import faiss_index, index_dir
+from amgan_search.index.build import add_items, build_index
 from amgan_search.index.embed import load_embedder, shard_bounds
-
-COLORS = ("red", "green", "blue")
-SLEEVES = ("long", "short")
-RGB = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
-
-
-def make_catalog(root: Path, n: int = 24, size: int = 32, seed: int = 0,
-                 ids: range | None = None) -> Path:
-    """A CSV catalog of n noisy images (color = garment color, sleeve = a band's length) -> DB."""
-    from amgan_search.catalog import import_catalog
-
-    rng = np.random.default_rng(seed)
-    folder = root / "catalog"
-    (folder / "img").mkdir(parents=True, exist_ok=True)
-    rows = ["id,path,color,sleeve,split"]
-    for i in ids if ids is not None else range(n):
-        color, sleeve = COLORS[i % 3], SLEEVES[(i // 3) % 2]
-        img = rng.integers(0, 256, (size, size, 3)).astype(np.uint8)
-        img[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = RGB[color]
-        img[size // 4:(size // 2 if sleeve == "short" else 7 * size // 8), : size // 4] = RGB[color]
-        save_image(folder / "img" / f"{i}.png", img)
-        rows.append(f"item{i},img/{i}.png,{color},{sleeve},{'test' if i % 4 == 0 else 'train'}")
-    (folder / "catalog.csv").write_text("\n".join(rows) + "\n")
-    (folder / "schema.json").write_text(json.dumps({"color": list(COLORS), "sleeve": list(SLEEVES)}))
-    db = root / "catalog.db"
-    import_catalog("csv", folder, db, progress=False)
-    return db
-
-
-def make_classifier(path: Path, seed: int = 0, role: str = "cam", size: int = 32) -> Path:
-    """A tiny real AttributeClassifier (random weights) saved as a model directory."""
-    import torch
-
-    from amgan_search.checkpoint import save_model_dir
-    from amgan_search.classifier import AttributeClassifier
-    from amgan_search.schema import Schema
-
-    torch.manual_seed(seed)
-    model = AttributeClassifier(Schema.from_dict({"color": list(COLORS), "sleeve": list(SLEEVES)}),
-                                arch="resnet18", size=size, role=role, seed=seed)
-    save_model_dir(path, model.config, model.state_dict())
-    return path
+from amgan_search.index.retrieve import Retriever
+from amgan_search.index.search import Searcher
+from builders import index_from_vectors, make_catalog, make_classifier
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +25,12 @@ def tiny(tmp_path_factory):
     db = make_catalog(root)
     emb_dir = make_classifier(root / "embedder")
     out = root / "index"
-    info = store.build_index(db, out, load_embedder(emb_dir, device="cpu"), workers=0, progress=False)
+    info = build_index(db, out, load_embedder(emb_dir, device="cpu"), workers=0, progress=False)
     return {"root": root, "db": db, "embedder": emb_dir, "index": out, "info": info}
 
 
 def test_round_trip_finds_each_item_itself_first(tiny):
-    searcher = store.Searcher(tiny["index"], use_gpu=False)
+    searcher = Searcher(tiny["index"], use_gpu=False)
     emb = searcher.embedder(device="cpu")
     assert searcher.count == 24 and tiny["info"]["type"] == "flat"
     from amgan_search.catalog import Catalog
@@ -91,7 +51,7 @@ def test_round_trip_finds_each_item_itself_first(tiny):
 
 
 def test_where_filter_and_own_item_exclusion(tiny):
-    searcher = store.Searcher(tiny["index"], use_gpu=False)
+    searcher = Searcher(tiny["index"], use_gpu=False)
     vectors = np.asarray(searcher.embeddings()[:4], dtype=np.float32)
     rows, _ = searcher.search(vectors, k=5, where={"color": "blue"}, exclude_rows=[0, 1, 2, 3])
     assert all(searcher.items["color"][r] == "blue" for r in rows.ravel())
@@ -109,26 +69,26 @@ def test_add_puts_new_items_in_without_rebuild(tmp_path, tiny):
     emb = load_embedder(tiny["embedder"], device="cpu")
     db_small = make_catalog(tmp_path / "a", ids=range(12))
     out = tmp_path / "index"
-    store.build_index(db_small, out, emb, workers=0, progress=False)
+    build_index(db_small, out, emb, workers=0, progress=False)
     db_full = make_catalog(tmp_path / "b", ids=range(16))  # same images (same seed) plus 4 new
-    assert store.add_items(out, db_full, emb, ids=["item13"], workers=0, progress=False) == 1
-    assert store.add_items(out, db_full, emb, workers=0, progress=False) == 3
-    assert store.add_items(out, db_full, emb, workers=0, progress=False) == 0
-    searcher = store.Searcher(out, use_gpu=False)
+    assert add_items(out, db_full, emb, ids=["item13"], workers=0, progress=False) == 1
+    assert add_items(out, db_full, emb, workers=0, progress=False) == 3
+    assert add_items(out, db_full, emb, workers=0, progress=False) == 0
+    searcher = Searcher(out, use_gpu=False)
     assert searcher.count == 16 and searcher.ids[12] == "item13"
     assert len(searcher.info["added"]) == 2
     rows, _ = searcher.search(np.asarray(searcher.embeddings()[12:16], dtype=np.float32), k=1)
     assert rows[:, 0].tolist() == [12, 13, 14, 15]
     with pytest.raises(UserError, match="no item with id 'nope'"):
-        store.add_items(out, db_full, emb, ids=["nope"], workers=0, progress=False)
+        add_items(out, db_full, emb, ids=["nope"], workers=0, progress=False)
 
 
 def test_refuses_another_embedder(tmp_path, tiny):
     other = load_embedder(make_classifier(tmp_path / "other", seed=1), device="cpu")
     with pytest.raises(UserError, match="not this one"):
-        store.Retriever(tiny["index"], embedder=other)
+        Retriever(tiny["index"], embedder=other)
     with pytest.raises(UserError, match="not this one"):
-        store.add_items(tiny["index"], tiny["db"], other, workers=0, progress=False)
+        add_items(tiny["index"], tiny["db"], other, workers=0, progress=False)
 
 
 @pytest.mark.parametrize("damage", ["missing", "garbage", "json"])
@@ -138,38 +98,39 @@ def test_missing_or_corrupt_index_is_one_line_error(tmp_path, tiny, damage):
     broken = tmp_path / "broken"
     shutil.copytree(tiny["index"], broken)
     if damage == "missing":
-        (broken / store.INDEX_FILE).unlink()
+        (broken / index_dir.INDEX_FILE).unlink()
     elif damage == "garbage":
-        (broken / store.INDEX_FILE).write_bytes(b"\x00not a faiss index" * 10)
+        (broken / index_dir.INDEX_FILE).write_bytes(b"\x00not a faiss index" * 10)
     else:
-        (broken / store.INFO).write_text("{ nope")
+        (broken / index_dir.INFO).write_text("{ nope")
     with pytest.raises(UserError) as err:
-        store.Searcher(broken, use_gpu=False)
+        Searcher(broken, use_gpu=False)
     assert "\n" not in str(err.value) and str(broken) in str(err.value)
 
 
 def test_missing_faiss_names_the_extra(tiny, monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)  # makes `import faiss` raise ImportError
     with pytest.raises(UserError) as err:
-        store.Searcher(tiny["index"], use_gpu=False)
+        Searcher(tiny["index"], use_gpu=False)
     assert "pip install 'amgan-search[cpu]'" in str(err.value) and "[gpu]" in str(err.value)
 
 
 def test_auto_index_type_by_size_and_memory():
-    assert store.choose_index_type(1_000, 512) == "flat"
-    assert store.choose_index_type(49_999, 2048) == "flat"
-    assert store.choose_index_type(50_000, 512) == "ivf"
-    assert store.choose_index_type(2_000_000, 512) == "ivf"
+    assert faiss_index.choose_index_type(1_000, 512) == "flat"
+    assert faiss_index.choose_index_type(49_999, 2048) == "flat"
+    assert faiss_index.choose_index_type(50_000, 512) == "ivf"
+    assert faiss_index.choose_index_type(2_000_000, 512) == "ivf"
     # 1M x 512 float32 = 2 GiB: over a 1 GiB budget -> PQ codes, sized to fit it
-    assert store.choose_index_type(1_000_000, 512, memory_budget_mb=1024) == "ivfpq"
-    params = store.index_params("ivfpq", 1_000_000, 512, memory_budget_mb=64)
+    assert faiss_index.choose_index_type(1_000_000, 512, memory_budget_mb=1024) == "ivfpq"
+    params = faiss_index.index_params("ivfpq", 1_000_000, 512, memory_budget_mb=64)
     assert 512 % params["m"] == 0 and 1_000_000 * (params["m"] + 8) <= 64 * 2**20
-    assert store.index_params("ivf", 1_000_000, 512)["nlist"] == 4096
+    assert faiss_index.index_params("ivf", 1_000_000, 512)["nlist"] == 4096
 
 
 def test_approximate_index_records_recall_against_exact(tmp_path):
-    from amgan_search.schema import DEFAULT_SCHEMA
     import pandas as pd
+
+    from amgan_search.schema import DEFAULT_SCHEMA
 
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(20, 32))
@@ -177,13 +138,12 @@ def test_approximate_index_records_recall_against_exact(tmp_path):
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     labels = np.zeros((2000, 2), dtype=np.int64)
     items = pd.DataFrame({"id": [str(i) for i in range(2000)], "path": "x", "split": "train"})
-    records = store._items_records(items, labels, DEFAULT_SCHEMA)
-    info = store.build_from_vectors(tmp_path / "ivf", v, labels, records, DEFAULT_SCHEMA,
-                                    {"path": None, "digest": "d"}, index_type="ivf")
-    assert info["type"] == "ivf" and info["recall"]["recall@10"] >= store.RECALL_TARGET
+    info = index_from_vectors(tmp_path / "ivf", v, labels, items, DEFAULT_SCHEMA, index_type="ivf",
+                              digest="d")
+    assert info["type"] == "ivf" and info["recall"]["recall@10"] >= faiss_index.RECALL_TARGET
     assert info["recall"]["tuning"][-1]["nprobe"] == info["params"]["nprobe"]
-    searcher = store.Searcher(tmp_path / "ivf", use_gpu=False)
-    assert store.faiss_nprobe(searcher.index) == info["params"]["nprobe"]
+    searcher = Searcher(tmp_path / "ivf", use_gpu=False)
+    assert faiss_index.faiss_nprobe(searcher.index) == info["params"]["nprobe"]
 
 
 def test_shard_bounds_cover_rows_in_order():
@@ -199,7 +159,7 @@ def test_torchrun_two_gloo_ranks_build_the_same_index(tmp_path):
     emb_dir = make_classifier(tmp_path / "embedder")
     one, two = tmp_path / "one", tmp_path / "two"
     emb = load_embedder(emb_dir, device="cpu")
-    store.build_index(db, one, emb, index_type="ivf", workers=0, progress=False)
+    build_index(db, one, emb, index_type="ivf", workers=0, progress=False)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "amgan_search.cli.main", "index", "build", "--db", str(db), "--out", str(two),
@@ -207,7 +167,7 @@ def test_torchrun_two_gloo_ranks_build_the_same_index(tmp_path):
            "--device", "cpu"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    a, b = store.Searcher(one, use_gpu=False), store.Searcher(two, use_gpu=False)
+    a, b = Searcher(one, use_gpu=False), Searcher(two, use_gpu=False)
     assert b.info["world_size"] == 2 and b.count == a.count == 80
     assert b.ids == a.ids
     assert np.allclose(np.asarray(a.embeddings(), np.float32), np.asarray(b.embeddings(), np.float32),
@@ -219,20 +179,3 @@ def test_torchrun_two_gloo_ranks_build_the_same_index(tmp_path):
     assert (rows_a == rows_b).mean() > 0.98  # float noise between batch sizes may swap a near tie
     assert not list(tmp_path.glob(".two.shards"))
 
-
-def make_manipulator(path: Path, classifier_dir: Path, seed: int = 0, size: int = 32) -> Path:
-    """A tiny real (untrained) AMGAN-shaped manipulator saved as a model directory."""
-    import torch
-
-    from amgan_search.amgan import EditNet
-    from amgan_search.checkpoint import save_model_dir
-    from amgan_search.schema import Schema
-
-    schema = Schema.from_dict({"color": list(COLORS), "sleeve": list(SLEEVES)})
-    torch.manual_seed(seed)
-    net = EditNet(schema.condition_dim, conv_dim=4, repeat_num=1, attention="generator")
-    config = {"kind": "amgan", "method": "amgan", "schema": schema.to_dict(), "size": size,
-              "c_dim": schema.condition_dim, "conv_dim": 4, "repeat_num": 1,
-              "attention": "generator", "classifier": {"path": str(classifier_dir)}}
-    save_model_dir(path, config, {f"net.{k}": v for k, v in net.state_dict().items()})
-    return path

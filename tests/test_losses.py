@@ -2,8 +2,7 @@ import pytest
 import torch
 
 from amgan_search.losses import (attention_loss, classification_loss, cycle_loss, d_adversarial,
-                                 g_adversarial, gradient_penalty, mask_regularizer,
-                                 perceptual_loss)
+                                 g_adversarial, gradient_penalty, mask_regularizer, perceptual_loss)
 
 
 def test_wgan_terms_are_differences_of_critic_means():

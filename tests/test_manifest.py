@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from amgan_search.cli.main import cli
 from amgan_search.errors import UserError
-from amgan_search.manifest import MISMATCH, MISSING, OK, PRESENT, failures, load_manifest, verify
+from amgan_search.manifest import (MISMATCH, MISSING, OK, PRESENT, describe, failures,
+                                   load_manifest, verify, verify_report)
 
 REAL_DFS = Path(__file__).resolve().parents[2] / "shared" / "data" / "deepfashion-synthesis"
 
@@ -56,6 +57,24 @@ def test_verify_reports_each_file(small_manifest):
         verify("nope", root, manifest=manifest)
     with pytest.raises(UserError, match="no such folder"):
         verify("toy", root / "missing", manifest=manifest)
+
+
+def test_verify_report_lines_up_the_files_and_names_what_is_wrong(small_manifest):
+    manifest, root = small_manifest
+    table, problem = verify_report("toy", root, manifest=manifest)
+    assert table.splitlines() == ["good.bin    ok", "bad.bin     sha256 mismatch",
+                                  "free.bin    present (no known sha256)", "absent.bin  missing"]
+    assert problem == f"{root}: 2 of 4 toy files missing or mismatched (bad.bin: sha256 mismatch, " \
+                      "absent.bin: missing)"
+    (root / "absent.bin").write_bytes(b"now here")
+    (root / "bad.bin").write_bytes(b"expected contents")
+    assert verify_report("toy", root, manifest=manifest)[1] is None
+
+
+def test_describe_gives_size_files_and_source(small_manifest):
+    toy = load_manifest(small_manifest[0])["toy"]
+    assert describe(toy) == ("toy: 3 images; color(2); license: MIT\n"
+                             "    files: good.bin, bad.bin, free.bin, absent.bin\n    source: here")
 
 
 def test_manifest_with_misaligned_checksums_is_refused(tmp_path):

@@ -18,7 +18,7 @@ def invoke(*args, env=None):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from test_index import make_catalog, make_classifier, make_manipulator
+    from builders import make_catalog, make_classifier, make_manipulator
 
     root = tmp_path_factory.mktemp("cli")
     db = make_catalog(root)
@@ -102,16 +102,16 @@ def test_no_default_index_says_how_to_make_one(setup, tmp_path):
 
 
 def test_help_lists_the_chosen_index_attributes(tmp_path):
-    from amgan_search.index import store
-    from amgan_search.schema import Schema
     import pandas as pd
+
+    from amgan_search.schema import Schema
+    from builders import index_from_vectors
 
     schema = Schema.from_dict({"fabric": ["denim", "silk"]})
     v = np.eye(4, 8, dtype=np.float32)
     labels = np.array([[0], [1], [0], [1]])
     items = pd.DataFrame({"id": list("abcd"), "path": "x.png", "split": "train"})
-    store.build_from_vectors(tmp_path / "idx", v, labels, store._items_records(items, labels, schema),
-                             schema, {"path": None, "digest": "x"}, index_type="flat")
+    index_from_vectors(tmp_path / "idx", v, labels, items, schema)
     result = invoke("query", "--index", tmp_path / "idx", "--help")
     assert result.exit_code == 0
     assert "--fabric" in result.output and "denim, silk" in result.output
@@ -132,7 +132,7 @@ def test_corrupt_index_is_one_line_error(setup, tmp_path):
 
 
 def test_build_and_add_refusals(setup, tmp_path):
-    from test_index import make_classifier
+    from builders import make_classifier
 
     result = invoke("index", "build", "--db", setup["db"], "--out", tmp_path / "x", "--index-type", "lsh")
     assert result.exit_code == 2 and "lsh" in result.output
@@ -159,3 +159,44 @@ def test_benchmark_command(setup, tmp_path):
     result = invoke("benchmark", "--db", setup["db"], "--index", setup["index"], "--methods", "real,bogus",
                     "--out", tmp_path / "c")
     assert result.exit_code == 2 and "unknown method 'bogus'" in result.output
+
+
+def test_key_value_pairs_keep_each_commands_error():
+    import click
+
+    from amgan_search.cli.options import parse_pairs
+    from amgan_search.errors import UserError
+
+    assert parse_pairs([" gender = female", "a=b=c"], "--where") == {"gender": "female", "a": "b=c"}
+    with pytest.raises(click.BadParameter, match="expected KEY=VALUE, got '=x'"):
+        parse_pairs(["=x"], "--where")
+    edit_error = "{flag} {pair!r}: expected attribute=value"
+    with pytest.raises(UserError, match="^--set 'sleeve': expected attribute=value$"):
+        parse_pairs(["sleeve"], "--set", error=edit_error)
+    assert parse_pairs(["color=red"], "--set", error=edit_error) == {"color": "red"}
+
+
+def test_attribute_flags_come_from_the_schema_the_arguments_name(tmp_path):
+    """The shape `edit` can take: flags from --model's config.json, clashing names left to --set."""
+    import click
+
+    from amgan_search.cli.options import (AttributeCommand, offered_attributes, option_value,
+                                          schema_in)
+
+    (tmp_path / "config.json").write_text(json.dumps({"schema": {"fabric": ["denim", "silk"],
+                                                                 "set": ["a", "b"]}}))
+
+    @click.command(cls=AttributeCommand, attributes=lambda args: offered_attributes(
+        schema_in(Path(option_value(args, "--model") or ".") / "config.json")))
+    @click.option("--model")
+    @click.option("--set", "sets", multiple=True)
+    def edit(model, sets, attribute_flags):
+        click.echo(json.dumps(attribute_flags))
+
+    result = CliRunner().invoke(edit, ["--model", str(tmp_path), "--sleeve", "long", "--fabric", "silk"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"fabric": "silk", "sleeve": "long"}
+    assert list(json.loads(result.output)) == ["fabric", "sleeve"]  # schema order
+    help_text = CliRunner().invoke(edit, ["--model", str(tmp_path), "--help"]).output
+    assert "--fabric" in help_text and "denim, silk" in help_text and "--color" in help_text
+    assert help_text.count("--set") == 1  # the attribute named "set" gets no flag of its own

@@ -48,3 +48,12 @@ def test_missing_value_is_an_all_zero_block():
 def test_dict_round_trip():
     s = synthetic_schema(["color", "sleeve", "pattern"])
     assert Schema.from_dict(s.to_dict()) == s
+
+
+def test_edit_targets_become_positions_and_value_indices():
+    s = synthetic_schema(["color", "sleeve", "pattern"])
+    assert s.targets({"pattern": "checked", "color": "red", "sleeve": None}) == {2: 3, 0: 0}
+    with pytest.raises(UserError, match="unknown sleeve value 'elbow'; valid: long"):
+        s.targets({"sleeve": "elbow"})
+    with pytest.raises(UserError, match="unknown attribute 'collar'"):
+        s.targets({"collar": "round"})

@@ -13,7 +13,7 @@ from amgan_search.images import load_image
 from amgan_search.schema import (DEFAULT_SCHEMA, SYNTHETIC_COLORS, SYNTHETIC_SLEEVES, Schema,
                                  synthetic_schema)
 from amgan_search.synthetic import (Scene, contact_sheet, load_scene_table, load_scenes, render,
-                                    sample_scene, write_catalog)
+                                    sample_scene, value_counts, write_catalog)
 
 SLEEVES_LONG_TO_NONE = ("long", "three-quarter", "short", "sleeveless")
 
@@ -187,6 +187,16 @@ def test_write_catalog_refuses_bad_input(tmp_path):
     assert not (tmp_path / "zero").exists() and not (tmp_path / "bad").exists()
 
 
+def test_value_counts_list_every_value_of_the_catalog_attributes(tmp_path):
+    out = write_catalog(tmp_path / "c", 10, seed=4, size=32, attributes=("sleeve",),
+                        test_fraction=0.2, progress=False)
+    counts = value_counts(load_scene_table(out))
+    assert list(counts) == ["split", "sleeve"]
+    assert counts["split"] == {"train": 8, "test": 2}
+    assert list(counts["sleeve"]) == list(SYNTHETIC_SLEEVES)
+    assert sorted(counts["sleeve"].values()) == [2, 2, 3, 3]
+
+
 def test_contact_sheet_has_a_row_per_value(tmp_path):
     scenes = [sample_scene(s) for s in range(40)]
     out = contact_sheet(scenes, tmp_path / "sheet.png", per_row=3, size=24)
@@ -216,3 +226,4 @@ def test_cli_synth_and_sheet(tmp_path):
         assert result.exit_code == 2, (args, result.output)
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "--overwrite" in result.output  # the CLI names its flag; the library does not

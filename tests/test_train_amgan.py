@@ -9,8 +9,10 @@ from click.testing import CliRunner
 from amgan_helpers import SCHEMA, TinyClassifier, TinyImages, tiny_config
 from amgan_search import checkpoint as ckpt
 from amgan_search.errors import UserError
-from amgan_search.train_amgan import (PRESETS, AmganConfig, AmganTrainer, DataOrder,
-                                      ReferencePicker, lr_at, sample_targets, train_amgan)
+from amgan_search.io import read_json, write_json
+from amgan_search.train.amgan import train_amgan
+from amgan_search.train.config import PRESETS, AmganConfig
+from amgan_search.train.trainer import AmganTrainer, lr_at
 
 
 def _train(tmp_path, method="amgan", **kw):
@@ -22,7 +24,7 @@ def _train(tmp_path, method="amgan", **kw):
 @pytest.mark.parametrize("method", list(PRESETS))
 def test_every_method_and_ablation_trains_a_few_iterations(tmp_path, method):
     out, cfg = _train(tmp_path, method, sample_every=4)
-    config = ckpt.read_json(out / "config.json")
+    config = read_json(out / "config.json")
     assert config["kind"] == "amgan" and config["method"] == method
     assert config["schema"] == SCHEMA.to_dict() and config["iterations"] == 4
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -102,28 +104,15 @@ def test_resume_continues_exactly_where_a_killed_run_stopped(tmp_path, monkeypat
 def test_stop_at_leaves_a_model_and_resume_goes_on_to_the_same_weights(tmp_path):
     straight, _ = _train(tmp_path / "a", ckpt_every=10)
     stopped, _ = _train(tmp_path / "b", ckpt_every=10, stop_at=3)
-    assert ckpt.read_json(stopped / "config.json")["iterations"] == 3
+    assert read_json(stopped / "config.json")["iterations"] == 3
     assert ckpt.latest_checkpoint(stopped).name == "step-0000003"
     with pytest.raises(UserError, match="already at iteration 3"):
         _train(tmp_path / "b", ckpt_every=10, stop_at=3, resume=True)
     resumed, _ = _train(tmp_path / "b", ckpt_every=10, resume=True)
     a, b = ckpt.load_weights(straight / "model.safetensors"), ckpt.load_weights(resumed / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    with pytest.raises(UserError, match="--stop-at"):
+    with pytest.raises(UserError, match="stop_at 99 must be between 1 and iters"):
         tiny_config(tmp_path, stop_at=99)
-
-
-def test_training_seconds_add_up_a_run_and_its_resumes(tmp_path):
-    from amgan_search.train_amgan import training_seconds
-
-    log = tmp_path / "log.jsonl"
-    records = [{"iter": 50, "s_per_iter": 1.0}, {"iter": 100, "s_per_iter": 1.0},  # no `since`
-               {"iter": 150, "since": 100, "s_per_iter": 0.5},
-               {"iter": 200, "since": 100, "s_per_iter": 0.25}]
-    log.write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert training_seconds(log, 200) == 100 * 1.0 + 100 * 0.25
-    assert training_seconds(log, 150) == 100 * 1.0 + 50 * 0.5
-    assert training_seconds(tmp_path / "missing.jsonl", 10) == 0
 
 
 def test_resume_without_a_checkpoint_is_a_user_error(tmp_path):
@@ -137,77 +126,11 @@ def test_resume_with_another_architecture_is_a_user_error(tmp_path):
         _train(tmp_path, ckpt_every=2, resume=True, g_upsample="resize")
 
 
-def test_reference_image_has_the_target_attributes_else_the_target_value_else_none():
-    labels = np.array([[0, 0], [0, 1], [1, 1], [1, 1], [2, 0]])
-    picker = ReferencePicker(labels)
-    rng = np.random.default_rng(0)
-    target = np.array([[1, 1], [2, 1], [0, 0]])
-    for _ in range(10):
-        idx = picker.pick(target, 0, rng)
-        assert idx[0] in (2, 3)        # whole vector (1, 1)
-        assert idx[1] == 4             # no (2, 1): the manipulated attribute's value 2
-        assert idx[2] == 0
-    assert picker.pick(np.array([[3, 1]]), 0, rng)[0] == -1   # value 3 exists nowhere
-
-
-def test_reference_matches_category_and_gender_where_the_data_has_them():
-    labels = np.array([[0, 0], [0, 0], [1, 0]])
-    picker = ReferencePicker(labels, np.array(["tee|f", "tee|m", "tee|m"]))
-    rng = np.random.default_rng(0)
-    # the input item 2 is a men's tee: the reference for (0, 0) is item 1, not item 0
-    assert all(picker.pick(np.array([[0, 0]]), 0, rng, source=np.array([2]))[0] == 1
-               for _ in range(10))
-
-
-def test_targets_differ_from_the_current_value():
-    labels = torch.tensor([[0, 1], [2, 0], [-1, 1]] * 50)
-    trg = sample_targets(labels, 0, 3)
-    assert torch.equal(trg[:, 1], labels[:, 1])
-    known = labels[:, 0] != -1
-    assert (trg[known, 0] != labels[known, 0]).all()
-    assert ((trg[:, 0] >= 0) & (trg[:, 0] < 3)).all()
-    assert set(trg[~known, 0].tolist()) == {0, 1, 2}
-
-
-def test_data_order_is_the_seeds_sharded_and_resumable():
-    a = DataOrder(10, 2, seed=3, rank=0, world=2)
-    b = DataOrder(10, 2, seed=3, rank=1, world=2)
-    ea, eb = a.batches(0), b.batches(0)
-    assert ea.shape == eb.shape == (2, 2)
-    assert not set(ea.ravel()) & set(eb.ravel())
-    it = iter(DataOrder(10, 2, seed=3))
-    seq = [next(it).tolist() for _ in range(7)]
-    again = DataOrder(10, 2, seed=3, epoch=1, pos=1)
-    assert next(iter(again)).tolist() == seq[6]
-    with pytest.raises(UserError):
-        DataOrder(3, 2, seed=0, world=2)
-
-
 def test_learning_rate_is_constant_then_decays_linearly_to_zero():
     cfg = AmganConfig(iters=100, lr=1e-4)
     assert lr_at(cfg, 0) == lr_at(cfg, 49) == 1e-4
     assert lr_at(cfg, 75) == pytest.approx(0.5e-4)
     assert lr_at(cfg, 100) == 0.0
-
-
-def test_presets_fill_the_method_and_bad_values_are_user_errors():
-    assert AmganConfig(method="stargan").attention == "none"
-    assert AmganConfig(method="cam-as-mask").attention == "cam"
-    assert AmganConfig(method="amgan", use_dc=False).use_dc is False
-    with pytest.raises(UserError, match="unknown method"):
-        AmganConfig(method="cyclegan")
-    with pytest.raises(UserError):
-        AmganConfig(size=48)
-    with pytest.raises(UserError, match="--g-upsample"):
-        AmganConfig(g_upsample="bicubic")
-
-
-def test_cli_methods_match_the_presets():
-    from amgan_search.amgan import UPSAMPLINGS
-    from amgan_search.cli.amgan import METHODS, UPSAMPLINGS as CLI_UPSAMPLINGS
-
-    assert list(METHODS) == list(PRESETS)
-    assert sorted(CLI_UPSAMPLINGS) == sorted(UPSAMPLINGS)
 
 
 def _tiny_catalog(root, n=12, size=32):
@@ -225,14 +148,14 @@ def _tiny_catalog(root, n=12, size=32):
         a = scene.attributes
         rows.append(f"item{i},{i}.png,{a['color']},{a['sleeve']},train")
     (root / "catalog.csv").write_text("\n".join(rows) + "\n")
-    ckpt.write_json(root / "schema.json", DEFAULT_SCHEMA.to_dict())
+    write_json(root / "schema.json", DEFAULT_SCHEMA.to_dict())
     import_catalog("csv", root, root / "catalog.db", progress=False)
     return root / "catalog.db"
 
 
 def test_train_amgan_command_from_a_catalog_db_with_a_real_classifier(tmp_path):
-    from amgan_search.classifier import AttributeClassifier
     from amgan_search.cli.main import cli
+    from amgan_search.nets.classifier import AttributeClassifier
     from amgan_search.schema import DEFAULT_SCHEMA
     from amgan_search.synthetic import render, sample_scene
 
@@ -246,7 +169,7 @@ def test_train_amgan_command_from_a_catalog_db_with_a_real_classifier(tmp_path):
             "--d-repeat-num", "3"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    config = ckpt.read_json(out / "config.json")
+    config = read_json(out / "config.json")
     assert config["classifier"]["path"] == str((tmp_path / "clf").resolve())
     assert len(config["classifier"]["sha256"]) == 64
     assert config["train_config"]["db"] == str(db)
@@ -255,11 +178,11 @@ def test_train_amgan_command_from_a_catalog_db_with_a_real_classifier(tmp_path):
     # A snapshot of the run exports as a model the manipulator loads, with the steps done.
     exported = CliRunner().invoke(cli, ["train", "export", str(out), "--out", str(tmp_path / "snap")])
     assert exported.exit_code == 0, exported.output
-    snap = ckpt.read_json(tmp_path / "snap" / "config.json")
+    snap = read_json(tmp_path / "snap" / "config.json")
     assert snap["iterations"] == 2 and snap["exported_from"]["checkpoint"] == "step-0000002"
-    from amgan_search.manipulate import Manipulator
+    from amgan_search.registry import load_model
 
-    m = Manipulator.load(tmp_path / "snap")
+    m = load_model(tmp_path / "snap", "editor")
     assert m.edit(render(sample_scene(5, DEFAULT_SCHEMA), 48)[0], color="red")[0].shape == (48, 48, 3)
 
     bad = CliRunner().invoke(cli, args[:-2] + ["--d-repeat-num", "6"])

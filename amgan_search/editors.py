@@ -1,0 +1,245 @@
+"""The editors: what turns a query image into the image that is searched for.
+
+Every editor has one batch interface, `edit_batch(x, labels, attribute, target, items=None) ->
+(x*, alpha)` (see `Editor`), so the benchmark runs all methods through the same call:
+`Manipulator` (a trained AMGAN or baseline), `IdentityEditor` (the unedited query, "real") and
+`OracleEditor` (the synthetic renderer's true edit). The GAN editor also edits whole photos,
+`Manipulator.edit(image, only_region=..., **targets)`, which the query path and `edit` use.
+
+The condition m needs every attribute's current value, not only the edited one, so the CNN+CAM
+classifier predicts the query's attributes first. Several targets are applied one after another in
+schema order (color before sleeve in the default schema), each edit's output the next one's input,
+the way the paper chains single-attribute manipulations.
+
+Images of any size and aspect ratio: `images.fit_square` scales the longer side to the model size
+and pads with white (catalog backgrounds are white), and the result is mapped back with
+`unfit_square`. The final picture is composed at the input's own resolution: the combined attention
+of the edits, upsampled, blends the upsampled edit into the original photo, so pixels the model
+leaves alone keep their full detail.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Mapping, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from amgan_search.errors import UserError
+from amgan_search.images import (fit_square, load_image, save_image, to_tensor, to_uint8,
+                                 unfit_square)
+from amgan_search.nets.amgan import EditNet
+from amgan_search.schema import Schema
+
+# Region names for region-specific editing (paper, Sec. 4): the attention mask of this
+# manipulation, kept above REGION_THRESHOLD, confines the other edits.
+REGION_ALIASES = {"sleeves": "sleeve=sleeveless"}
+REGION_THRESHOLD = 0.9
+
+
+class Editor(Protocol):
+    """The one batch interface of every editor."""
+
+    size: int | None  # the side x must have (None: any side)
+    schema: Schema | None
+
+    def edit_batch(self, x: torch.Tensor, labels: torch.Tensor, attribute: int,
+                   target: torch.Tensor, items: Sequence[str] | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B,3,S,S] in [0,1], its current labels [B,M], the attribute's position and the
+        target value index ([B] or one for all) -> (x* [B,3,S,S] in [0,1], alpha [B,1,S,S]).
+        `items`: the catalog item behind each row of x (only the oracle needs it)."""
+        ...
+
+
+class IdentityEditor:
+    """No edit ("real" in the benchmark): the query as it is, attention zero everywhere."""
+
+    size = None
+
+    def __init__(self, schema: Schema | None = None):
+        self.schema = schema
+
+    def edit_batch(self, x, labels, attribute, target, items=None):
+        return x, torch.zeros_like(x[:, :1])
+
+
+class OracleEditor:
+    """The synthetic renderer's true edit: each row's scene drawn again with the target value.
+
+    It needs the scene behind each row of x, so `edit_batch` takes the rows' catalog item ids as
+    `items`. x* is drawn at x's side and returned on x's device; alpha marks the pixels where x*
+    differs from x (on a catalog drawn at that side: exactly the pixels the true edit changed).
+    """
+
+    size = None
+
+    def __init__(self, scenes: Mapping[str, object], schema: Schema):
+        self.scenes = {str(k): v for k, v in scenes.items()}
+        self.schema = schema
+
+    @classmethod
+    def from_catalog(cls, catalog, schema: Schema | None = None) -> "OracleEditor":
+        """The scenes of an imported synthetic catalog (a `catalog.Catalog`)."""
+        from amgan_search.synthetic import load_scene_table
+
+        root = Path(catalog.root)
+        if catalog.format != "synthetic" or not (root / "catalog.csv").is_file():
+            raise UserError(f"{catalog.path}: the oracle method needs a synthetic catalog "
+                            "(format 'synthetic' with catalog.csv in its root)")
+        return cls({str(row.id): row.scene for row in load_scene_table(root)},
+                   schema or catalog.schema)
+
+    def edit_batch(self, x, labels, attribute, target, items=None):
+        from amgan_search.synthetic import render
+
+        if items is None or len(items) != x.size(0):
+            raise ValueError("oracle: edit_batch needs items, the catalog item behind each row of x")
+        attr, size = self.schema.attributes[attribute], x.shape[-1]
+        values = torch.as_tensor(target, dtype=torch.long).expand(x.size(0)).tolist()
+        images = []
+        for item_id, v in zip(items, values):
+            if str(item_id) not in self.scenes:
+                raise UserError(f"oracle: item {item_id!r} has no scene in the synthetic catalog")
+            image, _ = render(self.scenes[str(item_id)].with_attributes(**{attr.name: attr.values[v]}),
+                              size)
+            images.append(fit_square(np.asarray(image, dtype=np.uint8), size)[0])
+        x_star = to_tensor(images).to(x.device)
+        return x_star, (x_star != x).any(dim=1, keepdim=True).float()
+
+
+class Manipulator:
+    """The GAN editor: a generator (G; SaGAN's A), its schema and size, and the classifier that
+    reads the queries' current attributes."""
+
+    def __init__(self, net: EditNet, schema: Schema, size: int, classifier, config: dict,
+                 device: str = "cpu"):
+        self.net, self.schema, self.size = net.eval(), schema, int(size)
+        self.classifier, self.config, self.device = classifier, config, torch.device(device)
+
+    # -- targets -----------------------------------------------------------------------------
+
+    def check_targets(self, targets: Mapping[str, str | None]) -> dict[int, int]:
+        """{name: value} -> {attribute position: value index}; UserError lists the valid ones."""
+        return self.schema.targets(targets)
+
+    def parse_region(self, spec: str) -> tuple[int, int]:
+        """'sleeves' or 'attribute=value' -> (attribute position, value index)."""
+        spec = REGION_ALIASES.get(spec, spec)
+        if "=" not in spec:
+            raise UserError(f"unknown region {spec!r}; use one of {', '.join(REGION_ALIASES)} "
+                            "or attribute=value")
+        name, value = (s.strip() for s in spec.split("=", 1))
+        j = self.schema.position(name)
+        return j, self.schema.attributes[j].index(value)
+
+    # -- editing -----------------------------------------------------------------------------
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The classifier's reading of the current attributes, [B, M]."""
+        from amgan_search.nets.classifier import classifier_input
+
+        with torch.no_grad():
+            return self.classifier.predict(classifier_input(self.classifier, x))[0].cpu()
+
+    @torch.no_grad()
+    def edit_batch(self, x: torch.Tensor, labels: torch.Tensor, attribute: int,
+                   target: torch.Tensor, items: Sequence[str] | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B,3,S,S] in [0,1] at the model size, current labels [B,M] -> (x*, alpha [B,1,S,S]).
+
+        The condition takes the current labels with the one attribute set to the target (see
+        `Editor`; `items` is not needed)."""
+        from amgan_search.nets.classifier import compute_cam
+
+        x = x.to(self.device).float()
+        target = torch.as_tensor(target, dtype=torch.long).expand(x.size(0)).cpu()
+        trg = torch.as_tensor(labels, dtype=torch.long).clone().cpu()
+        trg[:, attribute] = target
+        c = self.schema.condition(trg, attribute).to(self.device)
+        cam = (compute_cam(self.classifier, x, attribute, target)
+               if self.net.attention == "cam" else None)
+        x_star, alpha, _ = self.net(x, c, alpha=cam)
+        return x_star.clamp(0, 1), alpha
+
+    def edit(self, image: np.ndarray, only_region: str | None = None,
+             **targets: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """uint8 HxWx3 -> (edited uint8 HxWx3, {attribute: attention mask float32 HxW in [0,1]}).
+
+        `only_region` ('sleeves', or 'attribute=value'): the region-specific edit of the paper; the
+        region's mask is returned under the key "region".
+        """
+        wanted = self.check_targets(targets)
+        if not wanted:
+            raise UserError(f"no target attribute given; valid: {', '.join(self.schema.names)}")
+        image = np.asarray(image, dtype=np.uint8)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise UserError(f"edit: expected an HxWx3 image, got shape {image.shape}")
+        square, box = fit_square(image, self.size)
+        x = to_tensor(square).to(self.device)
+        labels = self.predict(x)
+        region = None
+        if only_region is not None:
+            j, v = self.parse_region(only_region)
+            _, alpha_r = self.edit_batch(x, labels, j, torch.tensor([v]))
+            region = (alpha_r > REGION_THRESHOLD).float()
+        masks, keep = {}, torch.ones_like(x[:, :1])
+        out = x
+        for j in sorted(wanted):
+            x_star, alpha = self.edit_batch(out, labels, j, torch.tensor([wanted[j]]))
+            if region is not None:
+                alpha = alpha * region
+                x_star = region * x_star + (1 - region) * out
+            out = x_star
+            labels = labels.clone()
+            labels[:, j] = wanted[j]
+            keep = keep * (1 - alpha)
+            masks[self.schema.attributes[j].name] = alpha
+        if region is not None:
+            masks["region"] = region
+        # Compose at the input's resolution: where the edits' combined attention is 0 the
+        # original pixels stay untouched.
+        shape = image.shape[:2]
+        edited = unfit_square(to_uint8(out)[0], box, shape).astype(np.float32)
+        combined = _unfit_mask((1 - keep)[0, 0].cpu().numpy(), box, shape)[..., None]
+        result = combined * edited + (1 - combined) * image.astype(np.float32)
+        return (np.clip(result + 0.5, 0, 255).astype(np.uint8),
+                {k: _unfit_mask(m[0, 0].cpu().numpy(), box, shape) for k, m in masks.items()})
+
+
+def edit_files(editor: "Manipulator", paths: Sequence[str | Path], out: str | Path,
+               targets: Mapping[str, str], only_region: str | None = None
+               ) -> Iterator[tuple[Path, Path]]:
+    """Edit image files: writes OUT/<stem>_edit.png and OUT/<stem>_mask.png (the edits' combined
+    attention) and yields (input, edited file) as each is done. Every file is read before any work."""
+    if only_region is not None:
+        editor.parse_region(only_region)
+    pictures = [(Path(p), load_image(p)) for p in paths]
+    for path, image in pictures:
+        edited, masks = editor.edit(image, only_region=only_region, **targets)
+        target = Path(out) / f"{path.stem}_edit.png"
+        save_image(target, edited)
+        save_image(Path(out) / f"{path.stem}_mask.png", combine_masks(masks))
+        yield path, target
+
+
+def combine_masks(masks) -> np.ndarray | None:
+    """The manipulator's masks (dict of HxW in [0,1] or uint8) -> one uint8 HxW: their maximum."""
+    if not masks:
+        return None
+    arrays = []
+    for m in (masks.values() if isinstance(masks, Mapping) else masks):
+        a = m.detach().cpu().numpy() if hasattr(m, "detach") else np.asarray(m)
+        a = np.squeeze(a).astype(np.float32)
+        if a.ndim == 3:
+            a = a.max(axis=-1 if a.shape[-1] in (1, 3) else 0)
+        arrays.append(a / 255.0 if a.max() > 1.0 else a)
+    shape = arrays[0].shape
+    arrays = [a for a in arrays if a.shape == shape]
+    return (np.clip(np.max(arrays, axis=0), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def _unfit_mask(mask: np.ndarray, box, shape) -> np.ndarray:
+    """A float mask at the model size -> float32 in [0, 1] at the input's size."""
+    return np.clip(unfit_square(mask.astype(np.float32), box, shape), 0, 1).astype(np.float32)

@@ -1,0 +1,136 @@
+"""`amgan-search evaluate-classifier`, `evaluate-edits` and `benchmark`: the metrics, from the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from amgan_search.cli.options import load_classifier_option
+
+
+@click.command()
+@click.option("--classifier", "which", default="cam", show_default=True,
+              help="A classifier directory, or cam / eval for the shipped ones.")
+@click.option("--db", type=click.Path(dir_okay=False), default=None,
+              help="Catalog DB whose split to score (e.g. a catalog rendered from an unseen seed).")
+@click.option("--split", default="test", show_default=True, help="Split of --db to score.")
+@click.option("--cam-scenes", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Synthetic scenes for the CAM IoU against the true masks (0: skip).")
+@click.option("--seed", type=int, default=777, show_default=True, help="Seed of those scenes.")
+@click.option("--cam-sheet", type=click.Path(dir_okay=False), default=None,
+              help="Also draw a PNG: scenes and the CAM of their own value of each attribute.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate_classifier(which, db, split, cam_scenes, seed, cam_sheet, as_json) -> None:
+    """Accuracy per attribute on a catalog split, and CAM IoU against the synthetic truth."""
+    from amgan_search.metrics.cam import cam_iou
+
+    model = load_classifier_option(which)
+    report = {"classifier": which, "role": model.role, "arch": model.config.get("arch")}
+    if db:
+        from amgan_search.dataset import CatalogImages
+        from amgan_search.train.classifier import evaluate_classifier as score
+
+        report["accuracy"] = score(model, CatalogImages(db, split=split, size=model.size))
+        report["accuracy"].update(db=str(db), split=split)
+    if cam_scenes:
+        report["cam_iou"] = cam_iou(model, n=cam_scenes, seed=seed)
+    if cam_sheet:
+        from amgan_search.metrics.cam import cam_sheet as draw
+
+        draw(model, cam_sheet, seed=seed)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"classifier {which} ({report['role']}, {report['arch']})")
+    if "accuracy" in report:
+        acc = report["accuracy"]
+        click.echo(f"accuracy on {db} [{split}], {acc['n']} items: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in acc["accuracy"].items() if v is not None))
+    for name, r in report.get("cam_iou", {}).items():
+        click.echo(f"CAM IoU {name} vs {r['region']}: {r['mean_iou']:.3f} ({r['n']} scenes)")
+
+
+@click.command()
+@click.option("--model", default=None, type=click.Path(file_okay=False),
+              help="Model directory (default: the shipped model of --method).")
+@click.option("--method", type=click.Choice(["amgan", "stargan"]), default="amgan",
+              show_default=True, help="Which shipped model, when --model is not given.")
+@click.option("--eval-classifier", default="eval", show_default=True,
+              help="Evaluation classifier directory, or 'eval' for the shipped classifier-eval.")
+@click.option("--n", "n", type=int, default=100, show_default=True, help="Test scenes.")
+@click.option("--seed", type=int, default=777, show_default=True, help="Test scenes' seed.")
+@click.option("--size", type=int, default=64, show_default=True, help="Render size.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="Also write the markdown table here.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+@click.option("--grid", default=None, type=click.Path(dir_okay=False),
+              help="Also draw a PNG of six of the scenes: input, then per target the true edit, "
+                   "the model's edit and its attention mask.")
+@click.option("--device", default="cpu", show_default=True)
+def evaluate_edits(model, method, eval_classifier, n, seed, size, out, as_json, grid,
+                   device) -> None:
+    """Grade edits against the synthetic renderer's truth: accuracy, fidelity, preservation, IoU."""
+    from amgan_search.errors import UserError
+    from amgan_search.io import write_text
+    from amgan_search.metrics.edits import evaluate_edits as run
+    from amgan_search.metrics.edits import markdown_table
+    from amgan_search.registry import load_model, shipped_model
+
+    if n < 1:
+        raise UserError("--n must be at least 1")
+    manipulator = load_model(model or shipped_model(method), "editor", device)
+    judge = load_model(eval_classifier, "classifier", device)
+    results = run(manipulator, judge, n=n, seed=seed, size=size)
+    table = markdown_table(results)
+    if out:
+        write_text(out, table)
+    if grid:
+        from amgan_search.images import save_image
+        from amgan_search.metrics.edits import edit_grid
+
+        save_image(grid, edit_grid(manipulator, n=min(n, 6), seed=seed, size=size))
+    click.echo(json.dumps(results, indent=2) if as_json else table)
+
+
+@click.command()
+@click.option("--db", required=True, type=click.Path(dir_okay=False), help="Catalog DB whose test split gives the queries.")
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False), help="Index of the gallery (the catalog).")
+@click.option("--methods", default="real,amgan,stargan", show_default=True,
+              help="Comma-separated: real, oracle (synthetic catalogs), amgan, stargan, a model folder, NAME=DIR.")
+@click.option("--k", "ks", default="1,5,10,20,30,50", show_default=True, help="Comma-separated k of the top-k curve.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for queries.jsonl, summary.json, summary.md, topk.png; a rerun resumes there.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N test images.")
+@click.option("--eval-classifier", default="eval", show_default=True,
+              help="Evaluation classifier folder, or 'eval' for the shipped one, or 'none' to skip.")
+@click.option("--split", default="test", show_default=True, help="Split whose images are the queries.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--workers", type=click.IntRange(0), default=2, show_default=True)
+@click.option("--device", default=None)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def benchmark(db, index_dir, methods, ks, out, limit, eval_classifier, split, batch_size, workers,
+              device, quiet) -> None:
+    """The paper's metrics: edit classification accuracy and top-k retrieval accuracy per method."""
+    from amgan_search.index.benchmark import BenchmarkConfig, parse_methods, run_benchmark
+    from amgan_search.index.report import summary_markdown
+    from amgan_search.metrics.retrieval import parse_ks
+
+    config = BenchmarkConfig(
+        db=db, index=index_dir, out=out, methods=_flag("--methods", parse_methods, methods),
+        ks=_flag("--k", parse_ks, ks), limit=limit,
+        eval_classifier=None if eval_classifier.lower() == "none" else eval_classifier, split=split,
+        batch_size=batch_size, workers=workers, device=device, progress=not quiet)
+    summary = run_benchmark(config)
+    click.echo(summary_markdown(summary))
+    click.echo(f"wrote {out}/queries.jsonl, summary.json, summary.md, topk.png")
+
+
+def _flag(flag: str, parse, value):
+    """parse(value), its UserError prefixed with the flag the value came from."""
+    from amgan_search.errors import UserError
+
+    try:
+        return parse(value)
+    except UserError as exc:
+        raise UserError(f"{flag}: {exc}") from None

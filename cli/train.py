@@ -1,0 +1,157 @@
+"""`amgan-search train classifier|amgan|export`: parse, call the trainers, print."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+# Presets and synthetic attribute names are repeated here rather than imported, so that `--help`
+# does not import torch; tests check they match the library's.
+METHODS = ("amgan", "stargan", "ganimation", "sagan", "no-dc", "no-perceptual",
+           "no-attention-loss", "cam-as-mask")
+UPSAMPLINGS = ("resize", "deconv")  # amgan.UPSAMPLINGS, the default first
+
+
+# The classifier's ResNet depths, repeated for the same reason (nets.classifier.ARCHS).
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
+
+
+@click.command()
+@click.option("--db", "db_path", type=click.Path(), required=True, help="Catalog DB to train on.")
+@click.option("--out", type=click.Path(), required=True,
+              help="Run directory: the best model (config.json + model.safetensors), "
+                   "checkpoints/, log.jsonl.")
+@click.option("--role", type=click.Choice(["cam", "eval"]), default="cam", show_default=True,
+              help="cam: the network AMGAN trains against (CAM, perceptual features, embedder); "
+                   "eval: the separate classifier that grades edits.")
+@click.option("--arch", type=click.Choice(ARCHS), default=None,
+              help="ResNet depth [default: resnet18 for cam, resnet34 for eval].")
+@click.option("--size", type=int, default=64, show_default=True, help="Image side in pixels.")
+@click.option("--output-stride", type=click.Choice(["8", "16", "32"]), default=None,
+              help="Input / last conv map side [default: the largest that leaves a last map of "
+                   "at least 8x8 for cam (8 at 64 px), 4x4 for eval (16 at 64 px)].")
+@click.option("--epochs", type=int, default=20, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
+@click.option("--lr", type=float, default=None, help="Peak learning rate [default: 1e-3 adamw, 0.05 sgd].")
+@click.option("--weight-decay", type=float, default=None,
+              help="[default: 0.01 adamw, 5e-4 sgd]")
+@click.option("--seed", type=int, default=None, help="[default: 0 for cam, 1 for eval]")
+@click.option("--init", default="scratch", show_default=True,
+              help="scratch, imagenet (torchvision weights from the torch hub cache; never "
+                   "downloaded), or a classifier directory to start from.")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True,
+              help="Share of the train split held out to pick the best epoch; 0 validates on "
+                   "the test split.")
+@click.option("--workers", type=int, default=2, show_default=True, help="DataLoader workers.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--checkpoint-every", type=int, default=500, show_default=True,
+              help="Steps between resumable checkpoints (one is also written each epoch).")
+@click.option("--max-steps", type=int, default=None,
+              help="Stop at this step with a resumable checkpoint (for time-boxed sessions).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_classifier(db_path, output_stride, quiet, **options) -> None:
+    """Train the attribute classifier (one head per attribute) on a catalog DB."""
+    from amgan_search.train.classifier import ClassifierConfig
+    from amgan_search.train.classifier import train_classifier as train
+    from amgan_search.train.classifier_data import accuracy_line
+
+    out = options["out"]
+    stride = int(output_stride) if output_stride else None
+    config = ClassifierConfig(db=db_path, output_stride=stride, progress=not quiet, **options)
+    summary = train(config)
+    best, test = summary["best"], summary["test"]
+    if summary["stopped"]:
+        click.echo(f"{out}: stopped at step {summary['step']}; continue with --resume")
+        return
+    click.echo(f"{out}: best epoch {best.get('epoch')} (validation "
+               f"{accuracy_line(best.get('accuracy', {}))}; "
+               f"test {accuracy_line(test['accuracy'], none='') if test else '-'})")
+
+
+@click.command()
+@click.option("--db", required=True, type=click.Path(dir_okay=False),
+              help="Catalog DB to train on.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Run directory: checkpoints, samples, log, and the final model.")
+@click.option("--method", type=click.Choice(METHODS), default="amgan", show_default=True,
+              help="AMGAN, a baseline, or an ablation.")
+@click.option("--classifier", type=click.Path(file_okay=False), default=None,
+              help="CNN+CAM classifier directory (default: the shipped classifier-cam).")
+@click.option("--split", default="train", show_default=True, help="Catalog split to train on.")
+# -- schedule
+@click.option("--size", type=int, default=64, show_default=True, help="Image size.")
+@click.option("--iters", type=int, default=20000, show_default=True,
+              help="Iterations, counted as D updates (G every --n-critic).")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Per process.")
+@click.option("--lr", type=float, default=1e-4, show_default=True,
+              help="Adam learning rate (decays linearly to 0 over the second half).")
+@click.option("--n-critic", type=int, default=5, show_default=True, help="D updates per G update.")
+# -- loss weights
+@click.option("--lambda-cls", type=float, default=1.0, show_default=True)
+@click.option("--lambda-cyc", type=float, default=10.0, show_default=True)
+@click.option("--lambda-a", type=float, default=10.0, show_default=True, help="Attention loss L_a.")
+@click.option("--lambda-p", type=float, default=20.0, show_default=True,
+              help="Perceptual loss L_p (the paper: 10 on Shopping100k).")
+@click.option("--lambda-gp", type=float, default=10.0, show_default=True)
+@click.option("--avgpool-only", is_flag=True,
+              help="L_p on avg-pool features only (the paper's Shopping100k setting).")
+# -- architecture
+@click.option("--g-conv-dim", type=int, default=32, show_default=True)
+@click.option("--g-repeat-num", type=int, default=3, show_default=True,
+              help="Residual blocks in G.")
+@click.option("--g-upsample", type=click.Choice(UPSAMPLINGS), default=UPSAMPLINGS[0],
+              show_default=True,
+              help="G's up-sampling: nearest x2 + 3x3 conv, or StarGAN's transposed convolutions.")
+@click.option("--d-conv-dim", type=int, default=32, show_default=True)
+@click.option("--d-repeat-num", type=int, default=5, show_default=True,
+              help="Stride-2 layers of D_I (D_C has 2 fewer).")
+# -- bookkeeping
+@click.option("--sample-every", type=int, default=1000, show_default=True)
+@click.option("--ckpt-every", type=int, default=1000, show_default=True)
+@click.option("--log-every", type=int, default=50, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers.")
+@click.option("--threads", type=int, default=None,
+              help="CPU threads for torch (1 when other jobs share the CPU).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--bf16/--no-bf16", default=None,
+              help="bf16 autocast (default: on where the GPU or CPU does bf16 natively).")
+@click.option("--channels-last", is_flag=True, help="channels_last memory format.")
+@click.option("--augment", is_flag=True, help="Label-preserving flips and shifts.")
+@click.option("--resume", is_flag=True, help="Continue from the run directory's latest checkpoint.")
+@click.option("--stop-at", type=int, default=None,
+              help="Stop after this iteration with a checkpoint and a model, the schedule still "
+                   "planned for --iters (time-boxed sessions; --resume goes on).")
+def train_amgan(split, avgpool_only, **options) -> None:
+    """Train AMGAN or a baseline; works the same under `torchrun --nproc_per_node N`."""
+    from amgan_search.train.amgan import train_amgan as run
+    from amgan_search.train.config import AmganConfig
+
+    config = AmganConfig(split=split or None, perceptual_conv5=not avgpool_only, **options)
+    path = run(config)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
+        click.echo(f"model: {path}")
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Model directory to write (config.json + fp16 model.safetensors).")
+@click.option("--step", type=int, default=None,
+              help="AMGAN runs: the checkpoint to export [default: the latest].")
+def export_model(run_dir, out, step) -> None:
+    """Export a training run as a small fp16 model directory (how the shipped models are made).
+
+    A classifier run exports its best model; an AMGAN run exports a checkpoint, so a run still
+    in progress can ship a snapshot that records the iterations actually done.
+    """
+    from amgan_search.train.export import export_run
+
+    model = export_run(run_dir, out, step)
+    if model.get("kind") == "classifier":
+        click.echo(f"model: {out} (classifier, role {model.get('role')}, {model.get('arch')})")
+    else:
+        click.echo(f"model: {out} ({model['method']}, {model['iterations']} iterations)")

@@ -1,0 +1,249 @@
+"""The benchmark runner: the paper's metrics for every method over a catalog's test split.
+
+Every (test image, attribute, other value) query of every method is edited, embedded, searched
+against the index and appended to queries.jsonl, durably per batch, so a killed run resumes where
+it stopped; the records are then summarised (`amgan_search.metrics.retrieval`) into summary.json,
+summary.md and topk.png (`index.report`). The protocol is in the metrics module's docstring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from amgan_search.editors import Editor, IdentityEditor, OracleEditor
+from amgan_search.errors import UserError
+from amgan_search.metrics.retrieval import DEFAULT_KS, parse_ks, query_targets
+from amgan_search.schema import Schema
+
+QUERIES, RUN_JSON = "queries.jsonl", "run.json"
+
+
+@dataclass
+class Method:
+    """`real` (unedited query), `oracle` (the synthetic renderer's true edit) or a manipulator."""
+
+    name: str
+    kind: str  # real | oracle | model
+    path: str | None = None  # a model directory; None with kind model: the shipped `name`
+
+    def load(self, catalog, schema: Schema, device: str) -> Editor:
+        """The method's editor: the identity, the oracle of a synthetic catalog or a GAN."""
+        from amgan_search.registry import load_model, shipped_model
+
+        if self.kind == "real":
+            return IdentityEditor(schema)
+        if self.kind == "oracle":
+            return OracleEditor.from_catalog(catalog, schema)
+        editor = load_model(self.path or shipped_model(self.name), "editor", device)
+        if editor.schema.to_dict() != schema.to_dict():
+            raise UserError(f"{self.path or self.name}: the model's attribute schema differs from the index's")
+        return editor
+
+
+def parse_methods(spec: str | Sequence[str]) -> list[Method]:
+    """"real,amgan,stargan,oracle,mine=runs/x,runs/y" -> methods (a bare folder is named after itself)."""
+    parts = spec.split(",") if isinstance(spec, str) else list(spec)
+    methods = []
+    for part in (p.strip() for p in parts):
+        if not part:
+            continue
+        if "=" in part:
+            name, path = (s.strip() for s in part.split("=", 1))
+            if not name or not Path(path).is_dir():
+                raise UserError(f"{part!r}: expected NAME=DIR with an existing model folder")
+            methods.append(Method(name, "model", str(Path(path).resolve())))
+        elif part in ("real", "oracle"):
+            methods.append(Method(part, part))
+        elif part in ("amgan", "stargan"):
+            methods.append(Method(part, "model"))
+        elif Path(part).is_dir():
+            methods.append(Method(Path(part).resolve().name, "model", str(Path(part).resolve())))
+        else:
+            raise UserError(f"unknown method {part!r}; valid: real, oracle, amgan, "
+                            "stargan, a model folder, or NAME=DIR")
+    if not methods:
+        raise UserError("no method given")
+    names = [m.name for m in methods]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        raise UserError(f"method name {dup!r} appears twice")
+    return methods
+
+
+@dataclass
+class BenchmarkConfig:
+    db: str
+    index: str
+    out: str
+    methods: list[Method]
+    ks: list[int] = field(default_factory=lambda: list(DEFAULT_KS))
+    limit: int | None = None
+    eval_classifier: str | None = "eval"  # "eval": the shipped evaluation classifier; a folder; None: skip
+    split: str = "test"
+    batch_size: int = 32
+    workers: int = 0
+    device: str | None = None
+    progress: bool = True
+
+
+def _record_key(query, method, attribute, target) -> tuple:
+    return (str(query), method, attribute, tuple(int(t) for t in target))
+
+
+def _check_run(out: Path, run: dict) -> None:
+    """A resumed run must be the same run: same index, catalog, split, limit and enough k."""
+    from amgan_search.io import read_json, write_json
+
+    path = out / RUN_JSON
+    if path.is_file():
+        old = read_json(path)
+        for key in ("index", "index_digest", "db", "split", "limit"):
+            if old.get(key) != run.get(key):
+                raise UserError(f"{path}: this folder holds a run with another {key} "
+                                f"({old.get(key)!r}, now {run.get(key)!r}); use another --out")
+        if old.get("k_max", 0) < run["k_max"]:
+            raise UserError(f"{path}: the queries there were searched to k={old.get('k_max')}, "
+                            f"fewer than {run['k_max']}; use another --out")
+        run = {**run, "k_max": old["k_max"]}
+    write_json(path, run)
+
+
+def run_benchmark(config: BenchmarkConfig) -> dict:
+    """Run every method over the test split (resuming what queries.jsonl already holds) and summarise."""
+    from amgan_search.catalog import Catalog
+    from amgan_search.device import pick_device
+    from amgan_search.index.report import summarise, write_outputs
+    from amgan_search.index.search import Searcher
+    from amgan_search.io import JsonlWriter, read_jsonl
+    from amgan_search.registry import load_model
+
+    device = pick_device(config.device)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    searcher = Searcher(config.index)
+    embedder = searcher.embedder(device=device)
+    schema = searcher.schema
+    catalog = Catalog.open(config.db)
+    if catalog.schema.to_dict() != schema.to_dict():
+        raise UserError(f"{config.db}: its attribute schema differs from the index's ({config.index})")
+    ks = parse_ks(config.ks)
+    k_max = max(ks)
+    _check_run(out, {"index": str(Path(config.index).resolve()),
+                     "index_digest": searcher.info["embedder"].get("digest"),
+                     "db": str(Path(config.db).resolve()), "split": config.split,
+                     "limit": config.limit, "k_max": k_max})
+
+    records_path = out / QUERIES
+    done = {_record_key(r["query"], r["method"], r["attribute"], r["target"])
+            for r in read_jsonl(records_path, repair=True)}
+    evaluator = (None if config.eval_classifier is None
+                 else load_model(config.eval_classifier, "classifier", device))
+    runner = _Runner(config, searcher, embedder, evaluator, done, k_max, device)
+    # fsync per batch: a kill loses at most the batch being written, and a rerun resumes after it.
+    with JsonlWriter(records_path, durable=True, compact=True) as writer:
+        for method in config.methods:
+            runner.run_method(method, method.load(catalog, schema, device), writer)
+    summary = summarise(read_jsonl(records_path, repair=True), searcher, schema, ks, config)
+    write_outputs(out, summary)
+    return summary
+
+
+class _Runner:
+    """What every method's queries share: the index, the embedder, the evaluation classifier and
+    the keys of the records already written."""
+
+    def __init__(self, config: BenchmarkConfig, searcher, embedder, evaluator, done: set,
+                 k_max: int, device: str):
+        self.config, self.searcher, self.embedder, self.evaluator = config, searcher, embedder, evaluator
+        self.schema: Schema = searcher.schema
+        self.done, self.k_max, self.device = done, k_max, device
+
+    def run_method(self, method: Method, editor: Editor, writer) -> None:
+        """The method's queries over the first `limit` items of the split, skipping those done."""
+        from torch.utils.data import DataLoader, Subset
+        from tqdm import tqdm
+
+        from amgan_search.dataset import CatalogImages
+
+        config, schema = self.config, self.schema
+        dataset = CatalogImages(config.db, split=config.split, size=editor.size or self.embedder.size)
+        n = len(dataset) if config.limit is None else min(config.limit, len(dataset))
+        if n == 0:
+            raise UserError(f"{config.db}: no items in split {config.split!r}")
+        ids = dataset.items["id"].astype(str).tolist()[:n]
+        labels = np.asarray(dataset.labels[:n], dtype=np.int64)
+        total = sum(len(query_targets(labels[i], schema)) for i in range(n))
+        todo = sum(1 for i in range(n) for j, v, t in query_targets(labels[i], schema)
+                   if _record_key(ids[i], method.name, schema.names[j], t) not in self.done)
+        if todo == 0:
+            return
+        loader = DataLoader(Subset(dataset, range(n)), batch_size=config.batch_size,
+                            num_workers=config.workers, shuffle=False)
+        bar = tqdm(total=total, initial=total - todo, desc=f"benchmark {method.name}",
+                   unit="query", disable=not config.progress, dynamic_ncols=True)
+        start = 0
+        for x, y in loader:
+            batch_ids = ids[start:start + len(x)]
+            start += len(x)
+            fresh = self.run_batch(method.name, editor, x, y.long(), batch_ids)
+            writer.write(fresh)
+            bar.update(len(fresh))
+        bar.close()
+
+    def run_batch(self, method: str, editor: Editor, x, y, batch_ids: Sequence[str]) -> list[dict]:
+        """Every (input, attribute, target) query of one batch not yet done -> records."""
+        import torch
+
+        searcher, records = self.searcher, []
+        own_rows = np.array([searcher.row_of(i) for i in batch_ids], dtype=np.int64)
+        unedited = None  # (vectors, predictions) of x itself
+        for j, attr in enumerate(self.schema.attributes):
+            for v in range(len(attr.values)):
+                sel, targets = self.todo(method, y, batch_ids, j, v)
+                if not sel:
+                    continue
+                with torch.inference_mode():
+                    if isinstance(editor, IdentityEditor):
+                        # The unedited query is the same for every target: embed and classify it once.
+                        if unedited is None:
+                            unedited = (self.embedder(x), self.predict(x))
+                        vectors, predicted = (None if a is None else a[sel] for a in unedited)
+                    else:
+                        x_star, _ = editor.edit_batch(
+                            x[sel].to(self.device), y[sel].to(self.device), j,
+                            torch.full((len(sel),), v, dtype=torch.long, device=self.device),
+                            items=[batch_ids[b] for b in sel])
+                        vectors, predicted = self.embedder(x_star), self.predict(x_star)
+                rows, _ = searcher.search(vectors, self.k_max, exclude_rows=own_rows[sel])
+                for i, b in enumerate(sel):
+                    records.append({
+                        "query": batch_ids[b], "method": method, "attribute": attr.name,
+                        "target": targets[i].tolist(),
+                        "predicted": None if predicted is None else int(predicted[i, j]),
+                        "retrieved": [searcher.ids[r] for r in rows[i] if r >= 0],
+                    })
+                    self.done.add(_record_key(batch_ids[b], method, attr.name, targets[i].tolist()))
+        return records
+
+    def todo(self, method: str, y, batch_ids: Sequence[str], j: int, v: int):
+        """(rows of the batch whose query for value v of attribute j is not done, their targets)."""
+        targets = y.clone()
+        targets[:, j] = v
+        name = self.schema.names[j]
+        sel = [b for b in range(len(batch_ids)) if y[b, j].item() != v
+               and _record_key(batch_ids[b], method, name, targets[b].tolist()) not in self.done]
+        return sel, targets[sel]
+
+    def predict(self, x):
+        """The evaluation classifier's reading of every attribute [B, M], or None without one."""
+        from amgan_search.images import resize_batch
+
+        if self.evaluator is None:
+            return None
+        size = int(self.evaluator.config["size"])
+        indices, _ = self.evaluator.predict(resize_batch(x.float(), size, antialias=True).to(self.device))
+        return np.asarray(indices.cpu() if hasattr(indices, "cpu") else indices)

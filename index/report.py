@@ -1,0 +1,109 @@
+"""A benchmark run's report: summary.json (both metrics per method), summary.md and topk.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from amgan_search.metrics.retrieval import method_metrics, table_k
+from amgan_search.schema import Schema
+
+SUMMARY_JSON, SUMMARY_MD, TOPK_PNG = "summary.json", "summary.md", "topk.png"
+
+
+def summarise(records: list[dict], searcher, schema: Schema, ks: Sequence[int],
+              config=None) -> dict:
+    """Both metrics per method from the query records, against the searcher's gallery.
+
+    `config` (a BenchmarkConfig, or None) orders the methods and records the run's settings.
+    """
+    ks = list(ks)
+    by_method: dict[str, list[dict]] = {}
+    for r in records:
+        by_method.setdefault(r["method"], []).append(r)
+    order = [m.name for m in config.methods] if config else list(by_method)
+    methods = {name: method_metrics(by_method[name], searcher.ids, searcher.labels, schema, ks)
+               for name in order if by_method.get(name)}
+    return {
+        "ks": ks,
+        "table_k": table_k(ks),
+        "index": str(searcher.dir),
+        "gallery": searcher.count,
+        "db": config.db if config else None,
+        "split": config.split if config else None,
+        "limit": config.limit if config else None,
+        "eval_classifier": config.eval_classifier if config else None,
+        "schema": schema.to_dict(),
+        "methods": methods,
+    }
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def _acc(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def summary_markdown(summary: dict) -> str:
+    """The paper's three tables: classification accuracy, top-k accuracy, top-k per attribute."""
+    names = list(summary["schema"])
+    ks = summary["ks"]
+    tk = summary["table_k"]
+    methods = summary["methods"]
+    lines = [f"# Benchmark: {summary.get('db')} ({summary.get('split')} split) against {summary['index']}",
+             "", f"Gallery: {summary['gallery']:,} items. Queries kept: those whose target vector some "
+             "gallery item other than the query's own has.", ""]
+    lines += ["## Classification accuracy of edits (%, evaluation classifier)", "",
+              "| method | " + " | ".join(names) + " | average |",
+              "|---" * (len(names) + 2) + "|"]
+    for m, e in methods.items():
+        c = e.get("classification")
+        cells = [_pct(c.get(a)) for a in names] + [_pct(c.get("average"))] if c else ["-"] * (len(names) + 1)
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += ["", "## Top-k retrieval accuracy", "",
+              "| method | queries | kept | " + " | ".join(f"top-{k}" for k in ks) + " |",
+              "|---" * (len(ks) + 3) + "|"]
+    for m, e in methods.items():
+        lines.append(f"| {m} | {e['queries']} | {e['kept']} | "
+                     + " | ".join(_acc(e["topk"][str(k)]) for k in ks) + " |")
+    lines += ["", f"## Top-{tk} retrieval accuracy per attribute", "",
+              "| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for m, e in methods.items():
+        per = e[f"top{tk}_per_attribute"]
+        lines.append(f"| {m} | " + " | ".join(_acc(per.get(a)) for a in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_topk(summary: dict, path: Path) -> None:
+    """Top-k curves per method, like the paper's Fig. 4."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from amgan_search.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
+    for name, e in summary["methods"].items():
+        ks = [k for k in summary["ks"] if e["topk"][str(k)] is not None]
+        ax.plot(ks, [e["topk"][str(k)] for k in ks], marker="o", label=name)
+    ax.set_xlabel("k")
+    ax.set_ylabel("top-k retrieval accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def write_outputs(out: Path, summary: dict) -> None:
+    """summary.json, summary.md and topk.png in the run folder, each written atomically."""
+    from amgan_search.io import write_json, write_text
+
+    write_json(out / SUMMARY_JSON, summary)
+    write_text(out / SUMMARY_MD, summary_markdown(summary))
+    plot_topk(summary, out / TOPK_PNG)

@@ -1,0 +1,126 @@
+"""The query pipeline: photo -> G(x, targets) -> embed -> FAISS top-k -> metadata.
+
+One query image travels: `Retriever.query` checks the targets against the index's schema, the
+editor (`editors.Manipulator.edit`) fits it square at the generator's size, edits and composes the
+edit back at the photo's own resolution; `Embedder.embed_image` fits that square at the
+embedder's size, the way the catalog images were; `Searcher.search` and `.results` find the rows
+and join their metadata.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from amgan_search.editors import combine_masks
+from amgan_search.errors import UserError
+from amgan_search.index.search import Searcher
+from amgan_search.index.sheet import contact_sheet
+from amgan_search.schema import Schema
+
+
+class QueryResult:
+    """One query: the input, its edit and attention mask (None unedited), targets and results."""
+
+    def __init__(self, image, edited, mask, targets, results):
+        self.image, self.edited, self.mask = image, edited, mask
+        self.targets, self.results = targets, results
+
+
+class Retriever:
+    """image -> G(x, targets) -> embed -> FAISS top-k -> metadata. Loads everything once (warm path)."""
+
+    def __init__(self, index_dir: str | Path, model: str | Path | None = None, device: str | None = None,
+                 searcher: Searcher | None = None, embedder=None, manipulator=None):
+        self.searcher = searcher if searcher is not None else Searcher(index_dir)
+        self.device = device
+        self.embedder = embedder if embedder is not None else self.searcher.embedder(device=device)
+        self.searcher.check_embedder(self.embedder)
+        self._model = model
+        self._manipulator = manipulator
+        self._catalog = None
+
+    @property
+    def schema(self) -> Schema:
+        return self.searcher.schema
+
+    @property
+    def manipulator(self):
+        """Loaded on the first edit, so unedited searches never pay for the generator."""
+        if self._manipulator is None:
+            from amgan_search.registry import load_model
+
+            self._manipulator = load_model(self._model, "editor", device=self.device)
+        return self._manipulator
+
+    def validate(self, targets: Mapping[str, str]) -> dict[str, str]:
+        """Attribute names and values checked against the index's schema (UserError lists the valid ones)."""
+        for name, value in targets.items():
+            self.schema.attribute(name).index(value)
+        return dict(targets)
+
+    def embed_image(self, image: np.ndarray) -> np.ndarray:
+        """uint8 HxWx3 -> [1, d], through the same square fit the catalog images had."""
+        return self.embedder.embed_image(image)
+
+    def edit(self, image: np.ndarray, targets: Mapping[str, str], only_region: str | None = None):
+        """(edited uint8, combined attention mask uint8 HxW or None).
+
+        The editor checks the targets against its own schema (the same one-line errors), so they
+        are not checked here again.
+        """
+        edited, masks = self.manipulator.edit(image, only_region=only_region, **targets)
+        return np.asarray(edited, dtype=np.uint8), combine_masks(masks)
+
+    def query(self, image: np.ndarray, targets: Mapping[str, str] | None = None, k: int = 10,
+              where: Mapping[str, str] | None = None, edit: bool = True,
+              only_region: str | None = None) -> QueryResult:
+        """Edit `image` toward `targets` (unless `edit` is off), embed it and search the top k."""
+        targets = self.validate(targets or {})
+        edited = mask = None
+        if edit and targets:
+            edited, mask = self.edit(image, targets, only_region)
+        elif only_region and edit:
+            raise UserError("--only-region: needs a target attribute to edit")
+        vectors = self.embed_image(edited if edited is not None else image)
+        rows, scores = self.searcher.search(vectors, k, where=where)
+        results = self.searcher.results(rows, scores)[0]
+        return QueryResult(image, edited, mask, targets if edited is not None else {}, results)
+
+    def read_result_image(self, path: str) -> np.ndarray | None:
+        """A result's catalog image (through the catalog DB when it is there), None if unreadable."""
+        from amgan_search.images import load_image
+
+        try:
+            db = self.searcher.info.get("db")
+            if db and Path(db).is_file():
+                if self._catalog is None:
+                    from amgan_search.catalog import Catalog
+
+                    self._catalog = Catalog.open(db)
+                return self._catalog.read_image(path)
+            return load_image(path)
+        except UserError:
+            return None
+
+    def save(self, result: QueryResult, out: str | Path) -> str | None:
+        """Write edited.png, mask.png and contact.png into `out`; the edited image's path (or None)."""
+        from amgan_search.images import save_image
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        edited_path = None
+        if result.edited is not None:
+            edited_path = str((out / "edited.png").resolve())
+            save_image(edited_path, result.edited)
+        if result.mask is not None:
+            save_image(out / "mask.png", result.mask)
+        thumbs = [(self.read_result_image(r["path"]) if r.get("path") else None,
+                   f"#{r['rank']} {r['id']} {r['score']:.3f}\n" +
+                   " ".join(str(v) for v in r["attributes"].values()))
+                  for r in result.results]
+        sheet = contact_sheet(result.image, result.edited, result.mask, thumbs, result.targets)
+        save_image(out / "contact.png", sheet)
+        return edited_path

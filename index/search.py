@@ -1,0 +1,133 @@
+"""A loaded index: FAISS search, the `where` filter on the metadata, and results joined with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from amgan_search.errors import UserError
+from amgan_search.index.faiss_index import gpu_count, import_faiss, set_search_params
+from amgan_search.index.index_dir import (check_embedder, load_info, plain, read_embeddings,
+                                          read_faiss, read_items, read_labels)
+from amgan_search.schema import Schema
+
+
+class Searcher:
+    """A loaded index: FAISS search, metadata joins and the `where` filter. Load once, search often."""
+
+    def __init__(self, index_dir: str | Path, use_gpu: bool | None = None):
+        self.dir = Path(index_dir)
+        self.info = load_info(self.dir)
+        self.schema = Schema.from_dict(self.info["schema"])
+        self.kind = self.info["type"]
+        index = read_faiss(self.dir)
+        set_search_params(index, self.kind, self.info.get("params", {}))
+        self.items = read_items(self.dir)
+        self.labels = read_labels(self.dir)
+        self._check_files_agree(index)
+        if use_gpu is None:
+            use_gpu = gpu_count() > 0
+        if use_gpu and self.kind != "hnsw":  # HNSW has no GPU version
+            faiss = import_faiss()
+            index = faiss.index_cpu_to_all_gpus(index)
+        self.index = index
+        self.ids = self.items["id"].tolist()
+        self._row_of = {str(i): r for r, i in enumerate(self.ids)}
+
+    def _check_files_agree(self, index) -> None:
+        n = self.info["count"]
+        if not (index.ntotal == n == len(self.items) == len(self.labels)) or index.d != self.info["dim"]:
+            raise UserError(f"{self.dir}: index files disagree (index {index.ntotal} x {index.d}, "
+                            f"items {len(self.items)}, labels {len(self.labels)}, "
+                            f"index.json {n}); rebuild it")
+
+    @property
+    def count(self) -> int:
+        return int(self.info["count"])
+
+    def embeddings(self) -> np.ndarray:
+        """The stored float16 vectors, memory-mapped (exact re-search without re-embedding)."""
+        return read_embeddings(self.dir, mmap=True)
+
+    def row_of(self, item_id) -> int:
+        """Row of an item id, or -1 when the item is not in the index."""
+        return self._row_of.get(str(item_id), -1)
+
+    def embedder(self, device: str | None = None):
+        """The embedder the index was built with, loaded and checked against its digest."""
+        from amgan_search.index.embed import index_embedder
+
+        return index_embedder(self.dir, device=device, info=self.info)
+
+    def check_embedder(self, embedder) -> None:
+        check_embedder(self.info, embedder, self.dir)
+
+    def allowed(self, where: Mapping[str, str] | None) -> np.ndarray | None:
+        """Boolean row mask for `key=value` filters (all must hold), None for no filter."""
+        if not where:
+            return None
+        mask = np.ones(len(self.items), dtype=bool)
+        for key, value in where.items():
+            if key not in self.items.columns or key == "row":
+                valid = [c for c in self.items.columns if c != "row"]
+                raise UserError(f"--where: unknown field {key!r}; valid: {', '.join(valid)}")
+            mask &= self.items[key].astype(str).to_numpy() == str(value)
+        return mask
+
+    def search(self, vectors: np.ndarray, k: int, where: Mapping[str, str] | None = None,
+               exclude_rows: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k rows and scores [B, k] (-1 / -inf past the end), filtered by `where`, each query's
+        `exclude_rows[i]` (its own item, -1 for none) dropped. Filtering searches more, then cuts."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.info["dim"]:
+            raise UserError(f"{self.dir}: query vectors must be [B, {self.info['dim']}], "
+                            f"got {list(vectors.shape)}")
+        if k < 1:
+            raise UserError(f"k must be at least 1, got {k}")
+        b, n = len(vectors), self.count
+        mask = self.allowed(where)
+        exclude = np.full(b, -1, dtype=np.int64) if exclude_rows is None else np.asarray(exclude_rows)
+        rows_out = np.full((b, k), -1, dtype=np.int64)
+        scores_out = np.full((b, k), -np.inf, dtype=np.float32)
+        todo = np.arange(b)
+        fetch = min(n, k + 1 if mask is None else max(4 * k, k + 16))
+        while len(todo):
+            scores, rows = self.index.search(vectors[todo], fetch)
+            unfinished = []
+            for j, q in enumerate(todo):
+                keep = rows[j] >= 0
+                keep &= rows[j] != exclude[q]
+                if mask is not None:
+                    keep &= mask[np.clip(rows[j], 0, None)]
+                r, s = rows[j][keep][:k], scores[j][keep][:k]
+                rows_out[q, :len(r)], scores_out[q, :len(r)] = r, s
+                if len(r) < k and fetch < n:
+                    unfinished.append(q)
+            todo = np.asarray(unfinished, dtype=np.int64)
+            fetch = min(n, fetch * 4)
+        return rows_out, scores_out
+
+    def results(self, rows: np.ndarray, scores: np.ndarray) -> list[list[dict]]:
+        """Join rows with the metadata: per query, [{rank, id, score, attributes, path, ...}]."""
+        out = []
+        names = self.schema.names
+        extra = [c for c in ("split", "category", "gender") if c in self.items.columns]
+        for r_row, s_row in zip(rows, scores):
+            hits = []
+            for rank, (r, s) in enumerate(zip(r_row, s_row), start=1):
+                if r < 0:
+                    break
+                item = self.items.iloc[int(r)]
+                hits.append({
+                    "rank": rank,
+                    "id": plain(item["id"]),
+                    "score": round(float(s), 6),
+                    "attributes": {a: plain(item[a]) for a in names},
+                    "path": plain(item.get("path")),
+                    **{c: plain(item[c]) for c in extra},
+                })
+            out.append(hits)
+        return out
+

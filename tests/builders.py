@@ -1,0 +1,80 @@
+"""Data builders the test files share: a tiny CSV catalog, a tiny classifier and manipulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from amgan_search.images import save_image
+
+COLORS = ("red", "green", "blue")
+SLEEVES = ("long", "short")
+RGB = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+def make_catalog(root: Path, n: int = 24, size: int = 32, seed: int = 0,
+                 ids: range | None = None) -> Path:
+    """A CSV catalog of n noisy images (color = garment color, sleeve = a band's length) -> DB."""
+    from amgan_search.catalog import import_catalog
+
+    rng = np.random.default_rng(seed)
+    folder = root / "catalog"
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    rows = ["id,path,color,sleeve,split"]
+    for i in ids if ids is not None else range(n):
+        color, sleeve = COLORS[i % 3], SLEEVES[(i // 3) % 2]
+        img = rng.integers(0, 256, (size, size, 3)).astype(np.uint8)
+        img[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = RGB[color]
+        img[size // 4:(size // 2 if sleeve == "short" else 7 * size // 8), : size // 4] = RGB[color]
+        save_image(folder / "img" / f"{i}.png", img)
+        rows.append(f"item{i},img/{i}.png,{color},{sleeve},{'test' if i % 4 == 0 else 'train'}")
+    (folder / "catalog.csv").write_text("\n".join(rows) + "\n")
+    (folder / "schema.json").write_text(json.dumps({"color": list(COLORS), "sleeve": list(SLEEVES)}))
+    db = root / "catalog.db"
+    import_catalog("csv", folder, db, progress=False)
+    return db
+
+
+def make_classifier(path: Path, seed: int = 0, role: str = "cam", size: int = 32) -> Path:
+    """A tiny real AttributeClassifier (random weights) saved as a model directory."""
+    import torch
+
+    from amgan_search.checkpoint import save_model_dir
+    from amgan_search.nets.classifier import AttributeClassifier
+    from amgan_search.schema import Schema
+
+    torch.manual_seed(seed)
+    model = AttributeClassifier(Schema.from_dict({"color": list(COLORS), "sleeve": list(SLEEVES)}),
+                                arch="resnet18", size=size, role=role, seed=seed)
+    save_model_dir(path, model.config, model.state_dict())
+    return path
+
+
+def make_manipulator(path: Path, classifier_dir: Path, seed: int = 0, size: int = 32) -> Path:
+    """A tiny real (untrained) AMGAN-shaped manipulator saved as a model directory."""
+    import torch
+
+    from amgan_search.checkpoint import save_model_dir
+    from amgan_search.nets.amgan import EditNet
+    from amgan_search.schema import Schema
+
+    schema = Schema.from_dict({"color": list(COLORS), "sleeve": list(SLEEVES)})
+    torch.manual_seed(seed)
+    net = EditNet(schema.condition_dim, conv_dim=4, repeat_num=1, attention="generator")
+    config = {"kind": "amgan", "method": "amgan", "schema": schema.to_dict(), "size": size,
+              "c_dim": schema.condition_dim, "conv_dim": 4, "repeat_num": 1,
+              "attention": "generator", "classifier": {"path": str(classifier_dir)}}
+    save_model_dir(path, config, {f"net.{k}": v for k, v in net.state_dict().items()})
+    return path
+
+
+def index_from_vectors(out: Path, vectors: np.ndarray, labels: np.ndarray, items, schema,
+                       index_type: str = "flat", digest: str = "x") -> dict:
+    """An index folder over given vectors and metadata rows (no catalog, no embedder)."""
+    from amgan_search.index.build import build_from_vectors
+    from amgan_search.index.index_dir import item_records
+
+    return build_from_vectors(out, vectors, labels, item_records(items, labels, schema), schema,
+                              {"path": None, "digest": digest}, index_type=index_type)

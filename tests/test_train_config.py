@@ -1,0 +1,29 @@
+"""An AMGAN run's configuration: presets, and bad values named in the error."""
+
+import pytest
+
+from amgan_search.errors import UserError
+from amgan_search.train.config import PRESETS, AmganConfig
+
+
+def test_presets_fill_the_method_and_bad_values_are_user_errors():
+    assert AmganConfig(method="stargan").attention == "none"
+    assert AmganConfig(method="cam-as-mask").attention == "cam"
+    assert AmganConfig(method="amgan", use_dc=False).use_dc is False
+    with pytest.raises(UserError, match="unknown method"):
+        AmganConfig(method="cyclegan")
+    with pytest.raises(UserError, match="size 48 must be divisible"):
+        AmganConfig(size=48)
+    with pytest.raises(UserError, match="iters must be at least 1, got 0"):
+        AmganConfig(iters=0)
+    with pytest.raises(UserError, match="g_upsample must be one of"):
+        AmganConfig(g_upsample="bicubic")
+
+
+def test_cli_methods_match_the_presets():
+    from amgan_search.cli.train import METHODS
+    from amgan_search.cli.train import UPSAMPLINGS as CLI_UPSAMPLINGS
+    from amgan_search.nets.amgan import UPSAMPLINGS
+
+    assert list(METHODS) == list(PRESETS)
+    assert sorted(CLI_UPSAMPLINGS) == sorted(UPSAMPLINGS)
