@@ -8,8 +8,11 @@ Tables:
   <extra columns of the source>)`, indexed on split, on each attribute, and on the whole attribute
   vector (+ category, gender) so that "items whose attributes equal this vector" is an index lookup.
 
-The DB is written under a temporary name and renamed into place: a failed import leaves an existing
-DB untouched. Readers open it read-only, one connection per process, so DataLoader workers can share it.
+The DB is written under a temporary name and renamed into place, holding its lock (two imports run
+in turn), and replaces only a catalog DB: a failed import leaves an existing DB untouched. Its
+checksum, kept in its own header (`db_checksum`), is checked by `Catalog.open`: a damaged DB is one
+line naming it. Readers open it read-only, one connection per process, so DataLoader workers can
+share it.
 """
 
 from __future__ import annotations
@@ -17,18 +20,21 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from contextlib import closing, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from amgan_search import __version__
+from amgan_search import __version__, db_checksum
 from amgan_search.errors import UserError
-from amgan_search.io import atomic_path
+from amgan_search.io import atomic_path, writer_lock
+from amgan_search.outputs import claim_file
 from amgan_search.schema import MISSING, Schema
-from amgan_search.sources import (CATEGORY, GENDER, H5_ROW, Source, empty_counts, read_g2_image,
-                                  read_source, sort_splits, source_counts)
+from amgan_search.sources import (CATEGORY, GENDER, Source, check_column_names, check_images_decode,
+                                  empty_counts, image_file, read_item_image, read_source,
+                                  resolve_inside, sort_splits, source_counts)
 
 ITEMS, METADATA, ATTRIBUTES, VALUES = "items", "metadata", "attributes", "attribute_values"
 
@@ -55,12 +61,13 @@ def write_catalog_db(source: Source, db_path: str | os.PathLike, src: str | os.P
 
     schema = source.schema
     columns = item_columns(schema, source.extra_columns)
-    db_path = Path(db_path)
-    if db_path.exists() and db_path.is_dir():
-        raise UserError(f"{db_path}: is a folder, not a catalog DB file")
+    check_column_names(columns, str(src if src is not None else db_path))
     with atomic_path(db_path) as tmp:
         conn = sqlite3.connect(str(tmp))
         try:
+            # The file is temporary until renamed: a failed write discards it whole, so no rollback
+            # journal is needed, and none is left behind by a killed import.
+            conn.execute("PRAGMA journal_mode=OFF")
             db = sqlite_utils.Database(conn)
             db[METADATA].create({"key": str, "value": str}, pk="key")
             db[ATTRIBUTES].create({"position": int, "name": str}, pk="position")
@@ -101,56 +108,118 @@ def write_catalog_db(source: Source, db_path: str | os.PathLike, src: str | os.P
             conn.execute("ANALYZE")
         finally:
             conn.close()
+        db_checksum.seal(tmp)
 
 
 def import_catalog(fmt: str, src: str | os.PathLike, db_path: str | os.PathLike,
                    attributes: Sequence[str] | None = None, progress: bool = True,
-                   image_root: str | os.PathLike | None = None) -> "Catalog":
-    """Read a data set (`fmt`: synthetic, deepfashion-synthesis, shopping100k, csv) into a catalog DB."""
-    source = read_source(fmt, src, attributes=attributes, image_root=image_root)
-    write_catalog_db(source, db_path, src=src, progress=progress)
+                   image_root: str | os.PathLike | None = None,
+                   check_images: bool = True) -> "Catalog":
+    """Read a data set (`fmt`: synthetic, deepfashion-synthesis, shopping100k, csv) into a catalog DB.
+
+    `check_images` decodes every image first, naming the rows whose image cannot be read; without
+    it only their presence is checked. An existing `db_path` is replaced only by a catalog DB.
+    """
+    db_path = Path(db_path)
+    _check_folder(db_path)
+    with writer_lock(db_path):
+        claim_file(db_path, is_catalog_db, "catalog DB")
+        source = read_source(fmt, src, attributes=attributes, image_root=image_root)
+        if check_images:
+            check_images_decode(source, src, progress=progress)
+        write_catalog_db(source, db_path, src=src, progress=progress)
     return Catalog.open(db_path)
 
 
-class Catalog:
-    """A catalog DB opened read-only. Picklable: a copy in another process opens its own connection."""
+def _check_folder(db_path: Path) -> None:
+    """A DB path under a file (`a.db/x.db`) is one line, not the OSError making its folder raises."""
+    parent = next((p for p in db_path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UserError(f"{db_path}: {parent} is a file, not a folder")
 
-    def __init__(self, path: str | os.PathLike, root: str | os.PathLike | None = None):
+
+def is_catalog_db(path: str | os.PathLike) -> bool:
+    """Whether `path` is a catalog DB, damaged or not (its tables are listed on the first page,
+    which damage elsewhere leaves readable): what an import may replace."""
+    try:
+        if not db_checksum.is_sqlite(path):
+            return False
+        with closing(_connect_ro(path)) as conn:
+            tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except (OSError, sqlite3.DatabaseError):
+        return False
+    return {ITEMS, METADATA, ATTRIBUTES, VALUES} <= tables
+
+
+def _connect_ro(path: str | os.PathLike) -> sqlite3.Connection:
+    # Read-only: many processes read one catalog while nothing writes to it.
+    return sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True,
+                           check_same_thread=False)
+
+
+class Catalog:
+    """A catalog DB opened read-only. Picklable: a copy in another process opens its own connection
+    without checking the file again (the process that pickled it did)."""
+
+    def __init__(self, path: str | os.PathLike, root: str | os.PathLike | None = None,
+                 check: bool = True):
         self.path = Path(path)
         self._root_override = Path(root) if root is not None else None
+        self._root_resolved: Path | None = None
         self._conn: sqlite3.Connection | None = None
         self._pid = None
-        self._load_header()
+        self._load_header(check)
 
     @classmethod
-    def open(cls, db_path: str | os.PathLike, root: str | os.PathLike | None = None) -> "Catalog":
-        """Open a catalog DB; `root` overrides where image paths resolve (the catalog folder moved)."""
-        return cls(db_path, root=root)
+    def open(cls, db_path: str | os.PathLike, root: str | os.PathLike | None = None,
+             check: bool = True) -> "Catalog":
+        """Open a catalog DB; `root` overrides where image paths resolve (the catalog folder moved);
+        `check` verifies the file's checksum (a damaged DB is a UserError naming it)."""
+        return cls(db_path, root=root, check=check)
 
     def __reduce__(self):
-        return (Catalog, (str(self.path), self._root_override))
+        return (Catalog, (str(self.path), self._root_override, False))
 
     # -- connection and header -----------------------------------------------------------------
 
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
-            # Read-only: many processes read one catalog while nothing writes to it.
-            self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
-                                         check_same_thread=False)
+            self._conn = _connect_ro(self.path)
             self._pid = os.getpid()
         return self._conn
 
-    def _load_header(self) -> None:
+    @contextmanager
+    def _reading(self):
+        """Damage the checksum cannot show (a DB written before it existed) is one line too."""
+        import pandas as pd  # pandas raises its own DatabaseError for sqlite3's
+
+        try:
+            yield
+        except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
+            raise UserError(f"{self.path}: damaged catalog DB ({str(exc).splitlines()[0]}); "
+                            f"import it again") from None
+
+    def _rows(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        with self._reading():
+            return self.conn.execute(sql, list(params)).fetchall()
+
+    def _load_header(self, check: bool) -> None:
         if not self.path.is_file():
             raise UserError(f"{self.path}: no such catalog DB (create one with `amgan-search catalog import`)")
+        if not db_checksum.is_sqlite(self.path):
+            raise UserError(f"{self.path}: not a catalog DB")
+        if check and db_checksum.verify(self.path) is False:
+            raise UserError(f"{self.path}: damaged catalog DB (its checksum does not match its "
+                            f"contents); import it again")
         try:
             meta = dict(self.conn.execute(f"SELECT key, value FROM {METADATA}").fetchall())
+            extra_columns = json.loads(meta.get("extra_columns", "[]"))
             attrs = self.conn.execute(f"SELECT name FROM {ATTRIBUTES} ORDER BY position").fetchall()
             values = self.conn.execute(
                 f"SELECT attribute, value FROM {VALUES} ORDER BY attribute, position").fetchall()
             self.conn.execute(f"SELECT id, path, split FROM {ITEMS} LIMIT 1").fetchall()
-        except sqlite3.DatabaseError:
+        except (sqlite3.DatabaseError, ValueError):  # ValueError: extra_columns not JSON
             raise UserError(f"{self.path}: not a catalog DB") from None
         if "format" not in meta or "root" not in meta or not attrs:
             raise UserError(f"{self.path}: not a catalog DB (no format, root or attributes)")
@@ -159,7 +228,7 @@ class Catalog:
             by_attr.setdefault(attribute, []).append(value)
         self.meta = meta
         self.schema = Schema.from_dict({name: by_attr.get(name, []) for (name,) in attrs})
-        self.extra_columns = json.loads(meta.get("extra_columns", "[]"))
+        self.extra_columns = extra_columns
         self.columns = item_columns(self.schema, self.extra_columns)
 
     @property
@@ -180,7 +249,8 @@ class Catalog:
     def _query(self, sql: str, params: Sequence = ()):
         import pandas as pd
 
-        df = pd.read_sql_query(sql, self.conn, params=list(params))
+        with self._reading():
+            df = pd.read_sql_query(sql, self.conn, params=list(params))
         # NULL -> None (not NaN) in every text column, so a missing value reads the same everywhere.
         return df.astype(object).where(df.notna(), None)[self.columns]
 
@@ -226,21 +296,21 @@ class Catalog:
 
     def count(self, split: str | None = None) -> int:
         if split is None:
-            return self.conn.execute(f"SELECT COUNT(*) FROM {ITEMS}").fetchone()[0]
-        return self.conn.execute(f"SELECT COUNT(*) FROM {ITEMS} WHERE split = ?", [split]).fetchone()[0]
+            return self._rows(f"SELECT COUNT(*) FROM {ITEMS}")[0][0]
+        return self._rows(f"SELECT COUNT(*) FROM {ITEMS} WHERE split = ?", [split])[0][0]
 
     def splits(self) -> list[str]:
-        return sort_splits(s for (s,) in self.conn.execute(f"SELECT DISTINCT split FROM {ITEMS}"))
+        return sort_splits(s for (s,) in self._rows(f"SELECT DISTINCT split FROM {ITEMS}"))
 
     def counts(self) -> dict:
         """{split or "all": {"items": n, "values": {attr: {value: n}}, "missing": {attr: n}}}."""
         result = empty_counts(self.schema, self.splits())
-        for split, n in self.conn.execute(f"SELECT split, COUNT(*) FROM {ITEMS} GROUP BY split"):
+        for split, n in self._rows(f"SELECT split, COUNT(*) FROM {ITEMS} GROUP BY split"):
             result[split]["items"] = n
             result["all"]["items"] += n
         for attr in self.schema.attributes:
             col = _q(attr.name)
-            for split, value, n in self.conn.execute(
+            for split, value, n in self._rows(
                     f"SELECT split, {col}, COUNT(*) FROM {ITEMS} GROUP BY split, {col}"):
                 for key in (split, "all"):
                     if value is None:
@@ -285,37 +355,36 @@ class Catalog:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))
-        return [i for (i,) in self.conn.execute(sql, params)]
+        return [i for (i,) in self._rows(sql, params)]
 
     # -- images --------------------------------------------------------------------------------
 
+    def _root(self) -> Path:
+        if self._root_resolved is None:
+            self._root_resolved = self.root.resolve()
+        return self._root_resolved
+
     def resolve(self, path: str) -> Path:
-        return self.root / path
+        """An item path made absolute (`/root/G2.h5#i` for `G2.h5#i`); a path whose file lies
+        outside the root (`..`, absolute, a symlink out) is a UserError, so no read leaves it."""
+        file = resolve_inside(self._root(), image_file(path), str(self.path))
+        return Path(f"{file}{path[len(image_file(path)):]}")  # the `#i` of an HDF5 row kept
 
     def read_image(self, path: str) -> np.ndarray:
         """An item's image as uint8 HxWx3: a file under the root, or row i of an HDF5 (`G2.h5#i`)."""
-        from amgan_search.images import load_image
-
-        m = H5_ROW.match(path)
-        if m is None:
-            return load_image(self.resolve(path))
-        return read_g2_image(self.resolve(m["file"]), int(m["row"]))
+        return read_item_image(self._root(), path, str(self.path))
 
     def __repr__(self) -> str:
         return f"Catalog({str(self.path)!r}, format={self.format!r}, items={self.count()})"
 
 
-# ---------------------------------------------------------------------------------------------
-# `catalog info`: counts of a catalog DB, or of a data set's labels before any import
-# ---------------------------------------------------------------------------------------------
+# -- `catalog info`: counts of a catalog DB, or of a data set's labels before any import -------
 
 def catalog_info(db_path: str | os.PathLike | None = None, fmt: str | None = None,
                  src: str | os.PathLike | None = None,
                  attributes: Sequence[str] | None = None) -> tuple[str, dict]:
-    """(title, report) for a catalog DB, or for `src` read as `fmt` without its images.
-
-    The report holds where the counts come from, the schema as a dict and `Catalog.counts()`.
-    """
+    """(title, report) for a catalog DB, or for `src` read as `fmt` without its images. The report
+    holds where the counts come from, the schema as a dict and `Catalog.counts()`."""
     if db_path is not None:
         cat = Catalog.open(db_path)
         header = {"db": str(cat.path), "format": cat.format, "root": str(cat.root),
@@ -328,21 +397,3 @@ def catalog_info(db_path: str | os.PathLike | None = None, fmt: str | None = Non
         title = f"{src}: {fmt} labels (images not checked)"
         schema, counts = source.schema, source_counts(source)
     return title, {**header, "schema": schema.to_dict(), "counts": counts}
-
-
-def counts_table(title: str, schema: Mapping[str, Sequence[str]], counts: dict) -> str:
-    """The counts as text: items per split, then one row per attribute value (and missing)."""
-    splits = [s for s in counts if s != "all"]
-    lines = [f"{title}, {counts['all']['items']:,} items",
-             "  " + ", ".join(f"{s} {counts[s]['items']:,}" for s in splits)]
-    width = max(len(v) for values in schema.values() for v in values) + 2
-    columns = [*splits, "all"]
-    for name, values in schema.items():
-        lines.append(f"{name}:" + " " * (width + 2 - len(name) - 1) + "".join(f"{s:>10}" for s in columns))
-        for value in values:
-            row = "".join(f"{counts[s]['values'][name][value]:>10,}" for s in columns)
-            lines.append(f"  {value:<{width}}{row}")
-        if counts["all"]["missing"][name]:
-            row = "".join(f"{counts[s]['missing'][name]:>10,}" for s in columns)
-            lines.append(f"  {'(missing)':<{width}}{row}")
-    return "\n".join(lines)

@@ -1,27 +1,38 @@
 """One checkpoint format: model directories, weights, training state and run checkpoints.
 
 A model directory holds `config.json` (what the model is: kind, schema, architecture, size, how it
-was trained) and `model.safetensors` (the weights). A training run directory holds the same, plus
-`checkpoints/step-NNNNNNN/` each with `model.safetensors` and `state.pt` (optimiser, RNG and
-iteration state) and `checkpoints/latest` naming the newest complete one. Every file is written
-under a temporary name and renamed into place (`amgan_search.io`), so a killed run never leaves a
-half-written file where a reader looks. Nothing is ever unpickled: weights are safetensors, state
-is loaded with `torch.load(weights_only=True)`.
+was trained), `model.safetensors` (the weights), `SHA256SUMS` (their digests, checked on every
+load) and the marker of a model folder (`outputs.MARKER`). A training run directory holds the
+same, plus `checkpoints/step-NNNNNNN/` each with `model.safetensors`, `state.pt` (optimiser, RNG
+and iteration state) and their `SHA256SUMS`, and `checkpoints/latest` naming the newest complete
+one. Every file is written under a temporary name and renamed into place (`amgan_search.io`), so a
+killed run never leaves a half-written file where a reader looks. Nothing is ever unpickled:
+weights are safetensors, state is loaded with `torch.load(weights_only=True)`.
+
+Folders written before digests were recorded (no SHA256SUMS) still load, unchecked: runs and
+models users trained earlier stay usable; `amgan-search model checksum DIR` records them.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from amgan_search.errors import UserError
-from amgan_search.io import atomic_dir, atomic_path, read_json, write_json, write_text
+from amgan_search.integrity import SUMS, file_sha256, read_sums, verify, write_sums
+from amgan_search.io import atomic_dir, atomic_path, read_json, remove_stale, write_json, write_text
+from amgan_search.outputs import mark
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
+MODEL_FILES = (WEIGHTS, CONFIG)       # what a model folder's SHA256SUMS covers
+CHECKPOINT_FILES = (WEIGHTS, STATE)   # and a checkpoint's
+_STEP = re.compile(r"^step-(\d+)$")
 
 
 def save_weights(path: str | os.PathLike, tensors: Mapping[str, Any], half: bool = False,
@@ -40,7 +51,10 @@ def save_weights(path: str | os.PathLike, tensors: Mapping[str, Any], half: bool
 
 
 def load_weights(path: str | os.PathLike, device: str = "cpu") -> dict:
-    """safetensors -> tensors, floating ones as float32 (fp16 is a storage format only)."""
+    """safetensors -> tensors, floating ones as float32 (fp16 is a storage format only).
+
+    Reads the file alone: the folder's digests are checked by `load_model_dir` / `load_checkpoint`.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -74,37 +88,150 @@ def load_state(path: str | os.PathLike) -> dict:
         raise UserError(f"{path}: corrupt or unsafe training state ({exc})") from None
 
 
+# -- digests ------------------------------------------------------------------------------------
+
+# Files this process has checked against their SHA256SUMS, by (path, the sums' and the file's
+# inode, size and modification time): a query loads the CAM classifier twice (editor and
+# embedder), and 20 MB of sha256 costs about 30 ms. A file changed in place gets a new mtime.
+_VERIFIED: set[tuple] = set()
+
+
+def _stamp(path: Path) -> tuple:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def verify_dir(folder: str | os.PathLike, names: Iterable[str]) -> bool:
+    """`integrity.verify` of `names` in `folder`, each file checked once per process while it stays
+    unchanged. False: the folder has no SHA256SUMS (written before they were recorded)."""
+    folder = Path(folder)
+    if not (folder / SUMS).is_file():
+        return False
+    for name in names:
+        try:
+            key = (str((folder / name).resolve()), _stamp(folder / SUMS), _stamp(folder / name))
+        except OSError:
+            key = None  # missing: verify names it
+        if key not in _VERIFIED:
+            verify(folder, [name])
+            if key is not None:
+                _VERIFIED.add(key)
+    return True
+
+
+def weights_sha256(folder: str | os.PathLike) -> str:
+    """sha256 of a model folder's model.safetensors: the one its SHA256SUMS records once checked
+    (so no second read), else computed."""
+    folder = Path(folder)
+    if not (folder / WEIGHTS).is_file():
+        raise UserError(f"{folder / WEIGHTS}: no such weights file")
+    if verify_dir(folder, [WEIGHTS]):
+        return read_sums(folder)[WEIGHTS]
+    return file_sha256(folder / WEIGHTS)
+
+
+def record_sums(folder: str | os.PathLike, names: Iterable[str]) -> None:
+    """SHA256SUMS of `names` for a folder already in place (written atomically, unlike
+    `integrity.write_sums`, which is for folders still under their temporary name)."""
+    folder = Path(folder)
+    write_text(folder / SUMS, "".join(f"{file_sha256(folder / n)}  {n}\n" for n in sorted(names)))
+
+
+# -- model directories -----------------------------------------------------------------------------
+
 def save_model_dir(path: str | os.PathLike, config: Mapping[str, Any],
                    tensors: Mapping[str, Any], half: bool = False) -> None:
-    """Write config.json and model.safetensors into a directory that appears complete or not at all."""
+    """Write a model folder (config.json, model.safetensors, SHA256SUMS, marker) that appears
+    complete or not at all. Files of an existing folder that a model folder does not hold (its
+    MODEL_CARD.md) are carried over: callers claim the folder first (`outputs.claim_dir`)."""
+    path = Path(path)
     with atomic_dir(path) as tmp:
         save_weights(tmp / WEIGHTS, tensors, half=half)
         write_json(tmp / CONFIG, dict(config))
+        write_sums(tmp, MODEL_FILES)
+        mark(tmp, "model")
+        _carry_over(path, tmp)
+
+
+def _carry_over(old: Path, new: Path) -> None:
+    if not old.is_dir():
+        return
+    for entry in old.iterdir():
+        if (new / entry.name).exists():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, new / entry.name, symlinks=True)
+        else:
+            shutil.copy2(entry, new / entry.name, follow_symlinks=False)
+
+
+def save_model_files(folder: str | os.PathLike, config: Mapping[str, Any],
+                     tensors: Mapping[str, Any], half: bool = False) -> None:
+    """config.json, model.safetensors and SHA256SUMS of a model inside a folder that holds more (a
+    training run's final or best model). All three are written complete under temporary names
+    first and then renamed into place one right after another; a kill between two renames leaves
+    files the sums disagree with, which every loader refuses naming the file, never a mix it uses.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale(folder / WEIGHTS)
+    # io's temporary name for model.safetensors, so a killed writer's is removed the next time
+    tmp = Path(tempfile.mkdtemp(prefix=f".{WEIGHTS}.{os.getpid()}.", suffix=".tmp", dir=folder))
+    try:
+        save_weights(tmp / WEIGHTS, tensors, half=half)
+        write_json(tmp / CONFIG, dict(config))
+        write_sums(tmp, MODEL_FILES)
+        for name in (WEIGHTS, CONFIG, SUMS):
+            os.replace(tmp / name, folder / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_model_dir(path: str | os.PathLike, kind: str | None = None) -> tuple[dict, dict]:
-    """A model directory -> (config, float32 tensors); `kind` checks what the directory holds."""
+    """A model directory -> (config, float32 tensors), its files checked against its SHA256SUMS;
+    `kind` checks what the directory holds."""
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"{path}: no such model directory")
+    verify_dir(path, MODEL_FILES)
     config = read_json(path / CONFIG)
+    if not isinstance(config, dict):
+        raise UserError(f"{path / CONFIG}: not a JSON object")
     if kind is not None and config.get("kind") != kind:
         raise UserError(f"{path}: holds a {config.get('kind', 'unknown')!r} model, not a {kind!r} model")
     return config, load_weights(path / WEIGHTS)
 
 
+# -- run checkpoints -------------------------------------------------------------------------------
+
 def save_checkpoint(run_dir: str | os.PathLike, step: int, tensors: Mapping[str, Any],
                     state: Mapping[str, Any], keep: int = 2) -> Path:
-    """Write run_dir/checkpoints/step-N atomically, point `latest` at it, keep the newest `keep`."""
+    """Write run_dir/checkpoints/step-N atomically, point `latest` at it, keep the newest `keep`
+    (0: all). The checkpoint `latest` names is never removed, whatever the others' steps."""
     root = Path(run_dir) / "checkpoints"
     final = root / f"step-{step:07d}"
     with atomic_dir(final) as tmp:
         save_weights(tmp / WEIGHTS, tensors)
         save_state(tmp / STATE, {**state, "step": step})
+        write_sums(tmp, CHECKPOINT_FILES)
     write_text(root / "latest", final.name + "\n")
-    for old in sorted(root.glob("step-*"))[:-keep] if keep else []:
-        shutil.rmtree(old, ignore_errors=True)
+    if keep > 0:
+        # Only those before this step: one after it is left from before a resume, and the
+        # training that goes on from here writes it again.
+        older = sorted((s, p) for s, p in _steps(root) if s < step)
+        for _, old in older[:max(0, len(older) - (keep - 1))]:
+            shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _steps(root: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every checkpoint folder under `root` (names of other files ignored)."""
+    found = []
+    for entry in root.iterdir() if root.is_dir() else ():
+        m = _STEP.match(entry.name)
+        if m and entry.is_dir():
+            found.append((int(m.group(1)), entry))
+    return found
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
@@ -113,11 +240,15 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     pointer = root / "latest"
     if not pointer.is_file():
         return None
-    path = root / pointer.read_text().strip()
+    name = pointer.read_text(errors="replace").strip()
+    if not _STEP.match(name):
+        raise UserError(f"{pointer}: names no checkpoint ({name[:40]!r})")
+    path = root / name
     return path if (path / WEIGHTS).is_file() and (path / STATE).is_file() else None
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
-    """A checkpoint directory -> (tensors, state)."""
+    """A checkpoint directory -> (tensors, state), its files checked against its SHA256SUMS."""
     path = Path(path)
+    verify_dir(path, CHECKPOINT_FILES)
     return load_weights(path / WEIGHTS), load_state(path / STATE)

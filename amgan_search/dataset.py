@@ -25,6 +25,7 @@ class CatalogImages(Dataset):
     `augment` (classifier training only) applies transforms that cannot change a label: horizontal
     flip and a small random scale and shift. No color jitter: color is a label.
     The Catalog is opened lazily in each process, so the dataset is safe in DataLoader workers.
+    Images are read through `Catalog.read_image`, which never opens a file outside the catalog.
     """
 
     def __init__(self, db_path: str | os.PathLike, split: str | None = None, size: int = 64,
@@ -49,7 +50,8 @@ class CatalogImages(Dataset):
     @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
-            self._catalog = Catalog.open(self.db_path, root=self.root)
+            # Checked when this dataset was made; a DataLoader worker does not hash the DB again.
+            self._catalog = Catalog.open(self.db_path, root=self.root, check=False)
         return self._catalog
 
     def __len__(self) -> int:

@@ -111,12 +111,45 @@ class OracleEditor:
 
 class Manipulator:
     """The GAN editor: a generator (G; SaGAN's A), its schema and size, and the classifier that
-    reads the queries' current attributes."""
+    reads the queries' current attributes.
+
+    `precision` ("fp32", "bf16", or "auto": bf16 where the device has it natively; see
+    `device.resolve_precision`) is how the generator and the classifier run; fp32 by default, so
+    evaluations give the same numbers on every machine; the query path asks for "auto".
+    """
 
     def __init__(self, net: EditNet, schema: Schema, size: int, classifier, config: dict,
-                 device: str = "cpu"):
+                 device: str = "cpu", precision: str = "fp32"):
         self.net, self.schema, self.size = net.eval(), schema, int(size)
         self.classifier, self.config, self.device = classifier, config, torch.device(device)
+        self.use_precision(precision)
+
+    def use_precision(self, precision: str) -> "Manipulator":
+        """Run the generator and the classifier in `precision` from now on (modules changed in place)."""
+        from amgan_search.device import FastPath, prepare_module, resolve_precision
+
+        self.precision = resolve_precision(precision, str(self.device))
+        prepare_module(self.net, self.precision)
+        prepare_module(self.classifier, self.precision)
+        self._generate = FastPath(self.net, self.precision, str(self.device))
+        self._read = FastPath(self.classifier.predict, self.precision, str(self.device))
+        return self
+
+    def compile_steps(self, batch_sizes=(1,)) -> list:
+        """What `device.compile_paths` compiles for this editor: the classifier that reads the
+        photo and the generator, each warmed up at these batch sizes (1 and 2 cover every size:
+        the second compilation is for any batch size)."""
+        s, m = self.size, len(self.schema.attributes)
+
+        def read(b):
+            return lambda: self.predict(torch.rand(b, 3, s, s, device=self.device))
+
+        def generate(b):
+            return lambda: self.edit_batch(torch.rand(b, 3, s, s), torch.zeros(b, m, dtype=torch.long),
+                                           0, torch.zeros(b, dtype=torch.long))
+
+        return [("the classifier reading the photo", self._read, [read(b) for b in batch_sizes]),
+                ("the generator", self._generate, [generate(b) for b in batch_sizes])]
 
     # -- targets -----------------------------------------------------------------------------
 
@@ -141,7 +174,7 @@ class Manipulator:
         from amgan_search.nets.classifier import classifier_input
 
         with torch.no_grad():
-            return self.classifier.predict(classifier_input(self.classifier, x))[0].cpu()
+            return self._read(classifier_input(self.classifier, x))[0].cpu()
 
     @torch.no_grad()
     def edit_batch(self, x: torch.Tensor, labels: torch.Tensor, attribute: int,
@@ -160,7 +193,7 @@ class Manipulator:
         c = self.schema.condition(trg, attribute).to(self.device)
         cam = (compute_cam(self.classifier, x, attribute, target)
                if self.net.attention == "cam" else None)
-        x_star, alpha, _ = self.net(x, c, alpha=cam)
+        x_star, alpha, _ = self._generate(x, c, cam)
         return x_star.clamp(0, 1), alpha
 
     def edit(self, image: np.ndarray, only_region: str | None = None,
@@ -212,16 +245,59 @@ def edit_files(editor: "Manipulator", paths: Sequence[str | Path], out: str | Pa
                targets: Mapping[str, str], only_region: str | None = None
                ) -> Iterator[tuple[Path, Path]]:
     """Edit image files: writes OUT/<stem>_edit.png and OUT/<stem>_mask.png (the edits' combined
-    attention) and yields (input, edited file) as each is done. Every file is read before any work."""
+    attention; names from `edit_outputs`) and yields (input, edited file) as each is done. Every
+    output name is claimed and every file read before any work."""
     if only_region is not None:
         editor.parse_region(only_region)
+    outputs = edit_outputs(paths, out)
     pictures = [(Path(p), load_image(p)) for p in paths]
-    for path, image in pictures:
+    for (path, image), (target, mask) in zip(pictures, outputs):
         edited, masks = editor.edit(image, only_region=only_region, **targets)
-        target = Path(out) / f"{path.stem}_edit.png"
         save_image(target, edited)
-        save_image(Path(out) / f"{path.stem}_mask.png", combine_masks(masks))
+        save_image(mask, combine_masks(masks))
         yield path, target
+
+
+def edit_outputs(paths: Sequence[str | Path], out: str | Path) -> list[tuple[Path, Path]]:
+    """The (edit, mask) files of each input: OUT/<stem>_edit.png, OUT/<stem>_mask.png, distinct.
+
+    A stem an earlier input took gets a number, in command-line order (photo.png, photo.jpg and
+    a/photo.png -> photo, photo-2, photo-3), rather than the input's folders under OUT: inputs may
+    be absolute or outside the working folder, and two formats of one photo share a folder.
+    Names are compared ignoring case (macOS and Windows folders) and never name an input. An
+    existing file of a chosen name is replaced only when it is a PNG, what edit writes.
+    """
+    out, inputs = Path(out), {Path(p).resolve() for p in paths}
+    taken: set[str] = set()
+    pairs = []
+    for p in paths:
+        stem, n = Path(p).stem, 1
+        while True:
+            name = stem if n == 1 else f"{stem}-{n}"
+            pair = (out / f"{name}_edit.png", out / f"{name}_mask.png")
+            if not any(f.name.lower() in taken or f.resolve() in inputs for f in pair):
+                break
+            n += 1
+        taken.update(f.name.lower() for f in pair)
+        pairs.append(pair)
+    claim_pngs([f for pair in pairs for f in pair])
+    return pairs
+
+
+def claim_pngs(paths: Sequence[Path], inputs: Sequence[str | Path] = ()) -> None:
+    """Refuse to write over anything but a PNG (edit and query replace only images like their
+    own), or over one of the command's `inputs` (a PNG too, but the user's)."""
+    from amgan_search.outputs import claim_file
+
+    def is_png(path: Path) -> bool:
+        with open(path, "rb") as f:
+            return f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    given = {Path(p).resolve() for p in inputs}
+    for path in paths:
+        if Path(path).resolve() in given:
+            raise UserError(f"{path}: is an input of this command; choose another output folder")
+        claim_file(path, is_png, "PNG image")
 
 
 def combine_masks(masks) -> np.ndarray | None:

@@ -1,7 +1,10 @@
-"""Atomic writes and JSON files: every file the project writes goes through here.
+"""Atomic writes, writer locks and JSON files: every file the project writes goes through here.
 
 A file is written under a temporary name beside its destination and renamed into place only when
-complete, so a killed command never leaves a half-written file where a reader looks. JSON-lines
+complete, so a killed command never leaves a half-written file where a reader looks. The temporary
+name carries the writer's process id (`.NAME.PID.XXXX.tmp`), so the next write of the same target
+removes what a killed writer left behind once that process is gone. Writers of one target take
+its lock (`.NAME.lock` beside it, through filelock), so two of them never interleave. JSON-lines
 logs append whole lines and flush them, and their reader drops a last line a kill cut short.
 """
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -25,17 +29,83 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists (a pid a later process reuses keeps its leftovers a while)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files and folders that killed writers of `path` left beside it.
+
+    Only names this module makes for `path` (`.NAME.PID.XXXX.tmp`, `.NAME.PID.old`) whose process
+    is gone are removed; a live writer's, and anything else, are left alone. Returns what went.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.(?:[^/]*\.tmp|old)$")
+    removed = []
+    try:
+        siblings = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in siblings:
+        m = pattern.match(entry.name)
+        if not m or int(m.group(1)) == os.getpid() or _alive(int(m.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
+
+
+def make_parent(path: Path) -> None:
+    """Create the folder `path` goes in; a file standing where a folder must be is one line."""
+    for folder in (path.parent, *path.parent.parents):
+        if folder.exists() or folder.is_symlink():
+            if not folder.is_dir():
+                raise UserError(f"{path}: cannot be made, {folder} is a file")
+            break
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def _named(path: Path) -> Iterator[None]:
+    """An OSError while writing the temporary file names the destination, not the temporary."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None and Path(exc.filename).name.startswith(_temp_prefix(path)):
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        if exc.filename is None and exc.errno is not None:  # e.g. a full disk while writing
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    make_parent(path)
+    remove_stale(path)
+    with _named(path):
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        yield Path(tmp)
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
+        with _named(path):
+            yield Path(tmp)
+            os.chmod(tmp, _default_mode())
+            os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -48,14 +118,15 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     removed after the swap: a reader sees either the old directory or the new one, complete.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    make_parent(path)
+    remove_stale(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         os.chmod(tmp, _default_mode() | 0o111)  # mkdtemp makes it private, 0700
         old = None
         if path.exists():
-            old = path.parent / f".{path.name}.old-{os.getpid()}"
+            old = path.parent / f".{path.name}.{os.getpid()}.old"
             os.replace(path, old)
         os.replace(tmp, path)
         if old is not None:
@@ -63,6 +134,29 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def writer_lock(target: str | os.PathLike, timeout: float = -1) -> Iterator[None]:
+    """Hold the lock of `target` (`.NAME.lock` beside it) while writing it.
+
+    A second writer waits for the first (`timeout` -1: as long as it takes), so nothing is lost
+    between them; with a timeout it gives up with a one-line error instead. The lock is the
+    kernel's (flock), so a killed holder releases it at once.
+    """
+    from filelock import FileLock, Timeout
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(target.parent / f".{target.name}.lock"))
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        raise UserError(f"{target}: another command is writing it; try again when it is done") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -2,8 +2,9 @@
 
 Shipped models live in `amgan_search/models/<name>/`, each produced by the project's own commands
 (see the MODEL_CARD.md beside it). `load_model` takes a shipped name or a model directory and
-returns the loaded model of the kind asked for: it reads the directory's config.json, builds the
-network the config describes, and refuses weights that do not fit it.
+returns the loaded model of the kind asked for: it checks the directory's files against their
+SHA256SUMS, checks its config.json field by field, builds the network the config describes, and
+refuses weights that do not fit it.
 
 Names: a str naming a shipped model of the kind ("cam" / "eval" for classifiers, "amgan" /
 "stargan" for editors) means that model unless a directory of that name exists here; a Path, or
@@ -12,11 +13,16 @@ any other str, is a model directory.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
-from amgan_search.checkpoint import CONFIG, WEIGHTS, load_model_dir
+from amgan_search.checkpoint import (CONFIG, MODEL_FILES, WEIGHTS, load_model_dir, record_sums,
+                                     verify_dir, weights_sha256)
 from amgan_search.errors import UserError
+from amgan_search.integrity import SUMS, verify
 from amgan_search.io import read_json
+from amgan_search.outputs import MARKER, mark
 
 # Models the project ships, each produced by its own command (see the MODEL_CARD.md beside it).
 SHIPPED_DIR = Path(__file__).resolve().parent / "models"
@@ -32,11 +38,10 @@ _NAMES = {
     "classifier": {None: "classifier-cam", "cam": "classifier-cam", "eval": "classifier-eval"},
     "editor": {None: "amgan", "amgan": "amgan", "stargan": "stargan"},
 }
-# config.json entries a model of each kind cannot be rebuilt without.
-_REQUIRED = {
-    "classifier": ("schema", "arch", "size", "output_stride", "role"),
-    "amgan": ("schema", "size", "c_dim", "conv_dim", "repeat_num", "attention"),
-}
+# Image sides a model may declare: below 16 px a ResNet or G has nothing left to see; above
+# 2048 px one image no longer fits the memory these networks are sized for.
+SIZES = (16, 2048)
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def shipped_model(name: str) -> Path:
@@ -64,8 +69,12 @@ def model_dir(name_or_dir: str | Path | None, kind: str) -> Path:
 
 
 def model_config(name_or_dir: str | Path | None, kind: str) -> dict:
-    """A model's config.json alone (no weights read): what a caller checks before loading."""
-    return read_json(model_dir(name_or_dir, kind) / CONFIG)
+    """A model's config.json alone, checked field by field (no weights read): what a caller looks
+    at before loading."""
+    path = model_dir(name_or_dir, kind)
+    config = read_json(path / CONFIG)
+    check_config(config, _CONFIG_KIND[kind], path / CONFIG)
+    return config
 
 
 def load_model(name_or_dir: str | Path | None, kind: str, device: str | None = None,
@@ -75,23 +84,116 @@ def load_model(name_or_dir: str | Path | None, kind: str, device: str | None = N
     kind "classifier": an AttributeClassifier (None: the shipped CNN+CAM classifier; device None:
     the CPU). kind "editor": the GAN editor, `editors.Manipulator` (None: the shipped AMGAN;
     device None: cuda when torch sees it), with the classifier that reads its queries: the one its
-    config records when that directory exists here, else the shipped classifier-cam, unless
-    `classifier` gives one.
+    config records when that directory exists here, else the shipped classifier-cam, each checked
+    against the sha256 the config records, unless `classifier` gives one.
     """
-    path = model_dir(name_or_dir, kind)
-    if kind == "classifier":
-        return _load_classifier(path, device or "cpu")
     from amgan_search.device import pick_device
 
+    path = model_dir(name_or_dir, kind)
+    if kind == "classifier":
+        return _load_classifier(path, "cpu" if device is None else pick_device(device))
     return _load_editor(path, pick_device(device), classifier)
 
 
-def _read(path: Path, kind: str) -> tuple[dict, dict]:
-    """(config, tensors) of a model directory holding a `kind` model with every entry it needs."""
+# -- config.json, field by field ----------------------------------------------------------------
+
+_CONFIG_KIND = {"classifier": "classifier", "editor": "amgan"}
+
+
+def check_config(config, kind: str, where: Path) -> None:
+    """A model's config.json checked before a network is built from it: every field it needs, of
+    the type and in the range the network takes; a one-line UserError naming file and field."""
+    from amgan_search.nets.amgan import ATTENTIONS, UPSAMPLINGS
+    from amgan_search.nets.classifier import ARCHS, OUTPUT_STRIDES, ROLES
+
+    if not isinstance(config, dict):
+        raise UserError(f"{where}: not a JSON object")
+    if config.get("kind") != kind:
+        raise UserError(f"{where}: holds a {config.get('kind', 'unknown')!r} model, not a {kind!r} model")
+    n_values = _schema(config, where)
+    _whole(config, "size", where, *SIZES)
+    if kind == "classifier":
+        _choice(config, "arch", where, ARCHS)
+        _choice(config, "output_stride", where, OUTPUT_STRIDES)
+        _choice(config, "role", where, ROLES)
+        return
+    if config["size"] % 4:
+        raise UserError(f"{where}: 'size' must be a multiple of 4 (G's two down-samplings), "
+                        f"not {config['size']}")
+    _whole(config, "c_dim", where, 1, 10 ** 6)
+    if config["c_dim"] != n_values:
+        raise UserError(f"{where}: 'c_dim' {config['c_dim']} differs from the schema's "
+                        f"{n_values} values and attributes")
+    _whole(config, "conv_dim", where, 1, 4096)
+    _whole(config, "repeat_num", where, 0, 64)
+    _whole(config, "att_conv_dim", where, 1, 4096, optional=True)
+    _choice(config, "attention", where, ATTENTIONS)
+    _choice(config, "upsample", where, UPSAMPLINGS, optional=True)
+    _classifier_record(config, where)
+
+
+def _show(value) -> str:
+    return json.dumps(value)[:40]
+
+
+def _whole(config: dict, key: str, where: Path, lo: int, hi: int, optional: bool = False) -> None:
+    if key not in config:
+        if optional:
+            return
+        raise UserError(f"{where}: no {key!r} entry")
+    value = config[key]
+    if value is None and optional:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise UserError(f"{where}: {key!r} must be a whole number from {lo} to {hi}, "
+                        f"not {_show(value)}")
+
+
+def _choice(config: dict, key: str, where: Path, choices, optional: bool = False) -> None:
+    if key not in config:
+        if optional:
+            return
+        raise UserError(f"{where}: no {key!r} entry")
+    value = config[key]
+    if isinstance(value, bool) or not any(value == c and type(value) is type(c) for c in choices):
+        raise UserError(f"{where}: {key!r} must be one of {', '.join(map(str, choices))}, "
+                        f"not {_show(value)}")
+
+
+def _schema(config: dict, where: Path) -> int:
+    """Check the schema entry ({attribute: [values]}); returns its condition length N + M."""
+    schema = config.get("schema")
+    if "schema" not in config:
+        raise UserError(f"{where}: no 'schema' entry")
+    if not isinstance(schema, dict) or not schema:
+        raise UserError(f"{where}: 'schema' must map attribute names to lists of values, "
+                        f"not {_show(schema)}")
+    for name, values in schema.items():
+        if not name or not isinstance(values, list) or not values \
+                or not all(isinstance(v, str) and v for v in values) or len(set(values)) < len(values):
+            raise UserError(f"{where}: 'schema' attribute {name!r} must list distinct "
+                            f"non-empty value names, not {_show(values)}")
+    return sum(len(v) for v in schema.values()) + len(schema)
+
+
+def _classifier_record(config: dict, where: Path) -> None:
+    record = config.get("classifier")
+    if record is None:
+        return
+    if not isinstance(record, dict) or not isinstance(record.get("path"), (str, type(None))) \
+            or not (record.get("sha256") is None or _SHA256.match(str(record["sha256"]))):
+        raise UserError(f"{where}: 'classifier' must be {{\"path\": ..., \"sha256\": <64 hex "
+                        f"digits>}}, not {_show(record)}")
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+def read_model(path: str | Path, kind: str) -> tuple[dict, dict]:
+    """(config, tensors) of a model directory holding a `kind` ("classifier" or "amgan") model:
+    files checked against SHA256SUMS, config.json field by field."""
+    path = Path(path)
     config, tensors = load_model_dir(path, kind=kind)
-    for key in _REQUIRED[kind]:
-        if key not in config:
-            raise UserError(f"{path / CONFIG}: no {key!r} entry")
+    check_config(config, kind, path / CONFIG)
     return config, tensors
 
 
@@ -108,25 +210,74 @@ def _fill(module, tensors: dict, path: Path):
 def _load_classifier(path: Path, device: str):
     from amgan_search.nets.classifier import AttributeClassifier
 
-    config, tensors = _read(path, "classifier")
+    config, tensors = read_model(path, "classifier")
     return _fill(AttributeClassifier.from_config(config), tensors, path).to(device)
+
+
+def _edit_net(path: Path):
+    """(config, the generator EditNet with its weights) of an AMGAN model directory."""
+    from amgan_search.nets.amgan import EditNet
+
+    config, tensors = read_model(path, "amgan")
+    net_tensors = {k[len("net."):]: v for k, v in tensors.items() if k.startswith("net.")}
+    return config, _fill(EditNet.from_config(config), net_tensors, path)
 
 
 def _load_editor(path: Path, device: str, classifier=None):
     from amgan_search.editors import Manipulator
-    from amgan_search.nets.amgan import EditNet
     from amgan_search.schema import Schema
 
-    config, tensors = _read(path, "amgan")
+    config, net = _edit_net(path)
     schema = Schema.from_dict(config["schema"])
-    net_tensors = {k[len("net."):]: v for k, v in tensors.items() if k.startswith("net.")}
-    net = _fill(EditNet.from_config(config), net_tensors, path)
     if classifier is None:
-        recorded = (config.get("classifier") or {}).get("path")
-        use = Path(recorded) if recorded and (Path(recorded) / WEIGHTS).is_file() else None
-        classifier = _load_classifier(model_dir(use, "classifier"), device)
+        classifier = _load_classifier(_trained_with(path, config), device)
     if classifier.schema.to_dict() != schema.to_dict():
         raise UserError(f"{path}: the classifier's attributes and values "
                         f"{classifier.schema.to_dict()} differ from the model's")
     return Manipulator(net.to(device), schema, config["size"], classifier.to(device).eval(), config,
                        device)
+
+
+def _trained_with(path: Path, config: dict) -> Path:
+    """The folder of the classifier an AMGAN was trained with: the one its config records when it
+    is here, else the shipped classifier-cam; checked against the sha256 the config records, so a
+    damaged or different classifier never reads the queries silently."""
+    record = config.get("classifier") or {}
+    recorded = record.get("path")
+    here = Path(recorded) if recorded and (Path(recorded) / WEIGHTS).is_file() else None
+    folder = model_dir(here, "classifier")
+    if record.get("sha256"):
+        actual = weights_sha256(folder)
+        if actual != record["sha256"]:
+            raise UserError(f"{path / CONFIG} records the classifier it was trained with as sha256 "
+                            f"{record['sha256'][:16]}..., but {folder / WEIGHTS} has "
+                            f"{actual[:16]}... (damaged, or another classifier)")
+    return folder
+
+
+# -- recording digests ---------------------------------------------------------------------------
+
+def checksum_model(path: str | Path, check: bool = False) -> str:
+    """Record SHA256SUMS (and the model marker) for a model folder written before digests were
+    recorded, after loading it whole (config checked, weights fitting their network), so damage
+    is never blessed; `check` only verifies. Returns what was done, in words."""
+    path = Path(path)
+    if not (path / CONFIG).is_file():
+        raise UserError(f"{path}: not a model folder (no {CONFIG})")
+    if check:
+        verify(path, MODEL_FILES, required=True)
+        return "verified"
+    if verify_dir(path, MODEL_FILES):
+        return f"verified (its {SUMS} was there)"
+    config = read_json(path / CONFIG)
+    kind = config.get("kind") if isinstance(config, dict) else None
+    if kind == "classifier":
+        _load_classifier(path, "cpu")
+    elif kind == "amgan":
+        _edit_net(path)
+    else:
+        raise UserError(f"{path / CONFIG}: 'kind' must be classifier or amgan, not {_show(kind)}")
+    record_sums(path, MODEL_FILES)
+    if not (path / MARKER).exists():
+        mark(path, "model")
+    return f"{SUMS} written"

@@ -1,33 +1,45 @@
-"""Query latency in a warm process: edit + embed + search + metadata over a 10,000-item index.
+"""Query latency in a warm process: today's fp32 path against bf16 + channels_last and compiled.
 
-Each stage is timed alone and the whole `Retriever.query` is timed end to end on the same image;
-the overhead ratio (whole p50 / sum of the stage p50s) shows what the pipeline adds around its
-stages (1.0 = nothing). The shipped models are used when they are there; otherwise untrained models
-of the shipped shapes (a ResNet-18 classifier and the shipped AMGAN generator's widths): their cost
-does not depend on their weights. The index holds synthetic unit vectors of the embedder's size,
-with synthetic metadata: search cost depends on the count and dimension, not on what the vectors mean.
+One run times, on the same 10,000-item index and query photo, each variant's stages (edit, embed,
+search, metadata) and the whole `Retriever.query`, interleaved so that drift on a shared machine
+hits all alike; each row gives p50 (p95 in the note) and the speed-up over the fp32 baseline (eager,
+the thread policy's count) measured in the same run. The variants: "fp32" (the baseline: bit for
+bit the plain networks), "bf16" (autocast and channels_last, forced even where the CPU lacks
+native bf16, so the cost of emulation shows), "compiled" (torch.compile with freezing, in the
+precision "auto" picks here), and, where torch's default thread count differs from the policy's,
+"fp32, torch default threads" (today's path before the thread policy) and "compiled, torch
+default threads". "top-10 identical" counts, over 100 rendered photos each edited toward a colour, the queries
+whose ten result ids are the fp32 baseline's, in order and as a set.
 
-    python benchmarks/query_latency.py [--tiny] [--repeats 50] [--json]
+The index: the fp32 embeddings of 1,000 rendered catalog images, where the neighbours of a query
+come from, padded to 10,000 with random unit vectors (search cost depends on the count and
+dimension only). The shipped models when present, else untrained ones of the same shapes (cost
+does not depend on weights). `--tiny` leaves out the compiled variant (compiling takes minutes).
+
+    python benchmarks/query_latency.py [--tiny] [--repeats 50] [--queries 100] [--json]
 """
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+STAGES = ("edit", "embed", "search", "metadata", "whole query")
+
 
 def _models(tiny: bool):
-    """(embedder, manipulator, note): shipped when present, else untrained of the same shapes."""
+    """(embedder, manipulator, note), fresh instances: shipped when present, else untrained (seeded,
+    so every call gives the same weights)."""
     import torch
 
     from amgan_search.editors import Manipulator
-    from amgan_search.registry import load_model
     from amgan_search.errors import UserError
     from amgan_search.index.embed import Embedder, load_embedder
-    from amgan_search.registry import shipped_model
+    from amgan_search.registry import load_model, shipped_model
 
     if not tiny:
         try:
@@ -40,95 +52,211 @@ def _models(tiny: bool):
     from amgan_search.nets.amgan import EditNet
     from amgan_search.nets.classifier import AttributeClassifier
     from amgan_search.schema import DEFAULT_SCHEMA
-    from amgan_search.train.config import AmganConfig
 
     size = 32 if tiny else 64
+    conv, blocks = (8, 1) if tiny else (64, 6)  # the shipped 64x64 generator's widths (its card)
     torch.manual_seed(0)
     classifier = AttributeClassifier(DEFAULT_SCHEMA, arch="resnet18", size=size).eval()
-    conv, blocks = (8, 1) if tiny else (64, 6)  # the shipped 64x64 generator's widths (its card)
     net = EditNet(DEFAULT_SCHEMA.condition_dim, conv_dim=conv, repeat_num=blocks,
-                  attention="generator", upsample=AmganConfig.g_upsample)
+                  attention="generator", upsample="resize").eval()
     config = {"kind": "amgan", "schema": DEFAULT_SCHEMA.to_dict(), "size": size}
-    manipulator = Manipulator(net, DEFAULT_SCHEMA, size, classifier, config, device="cpu")
+    manipulator = Manipulator(net.requires_grad_(False), DEFAULT_SCHEMA, size,
+                              classifier.requires_grad_(False), config, device="cpu")
     embedder = Embedder(classifier, size=size, dim=classifier.embed_dim, digest="untrained")
     return embedder, manipulator, f"untrained resnet18 + generator({conv}, {blocks} blocks) at {size}px"
 
 
-def _index(out: Path, embedder, n: int, seed: int = 0) -> None:
+def _photo(seed: int, size: int):
+    """A rendered catalog-like photo and its attributes."""
+    from amgan_search.synthetic import render, sample_scene
+
+    scene = sample_scene(seed)
+    return render(scene, size)[0], scene.attributes
+
+
+def _index(out: Path, embedder, n: int, real: int) -> None:
+    """`real` rendered images embedded in fp32, padded with random unit vectors to n rows."""
     import pandas as pd
 
+    from amgan_search.images import fit_square, to_tensor
     from amgan_search.index.build import build_from_vectors
     from amgan_search.index.index_dir import item_records
     from amgan_search.schema import DEFAULT_SCHEMA
 
-    rng = np.random.default_rng(seed)
-    v = rng.standard_normal((n, embedder.dim), dtype=np.float32)
-    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    rng = np.random.default_rng(0)
+    photos = [_photo(seed, embedder.size) for seed in range(real)]
+    vectors = [embedder(to_tensor([fit_square(p, embedder.size)[0] for p, _ in photos[i:i + 64]]))
+               for i in range(0, real, 64)]
+    pad = rng.standard_normal((n - real, embedder.dim)).astype(np.float32)
+    v = np.concatenate(vectors + [pad / np.linalg.norm(pad, axis=1, keepdims=True)])
     labels = np.stack([rng.integers(0, len(a.values), n) for a in DEFAULT_SCHEMA.attributes], 1)
+    labels[:real] = [DEFAULT_SCHEMA.encode(attrs) for _, attrs in photos]
     items = pd.DataFrame({"id": [f"item{i}" for i in range(n)],
                           "path": [f"/catalog/img/{i}.jpg" for i in range(n)],
                           "split": "train", "category": "top", "gender": rng.choice(["female", "male"], n)})
     build_from_vectors(out, v, labels, item_records(items, labels, DEFAULT_SCHEMA),
-                       DEFAULT_SCHEMA, embedder.meta(), index_type="auto")
+                       DEFAULT_SCHEMA, embedder.meta(), index_type="auto", progress=False)
 
 
-def _percentiles(seconds: list[float]) -> tuple[float, float]:
-    ms = np.asarray(seconds) * 1000
-    return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
-
-
-def run(tiny: bool = False, repeats: int | None = None, n: int = 10_000) -> list[dict]:
+def _retrievers(index_dir: Path, tiny: bool, threads: int, default_threads: int) -> tuple[dict, dict]:
+    """{variant: (Retriever, torch threads)}, separate networks each (a precision changes its
+    modules; compiled code keeps the thread count it was compiled with), and facts for the notes."""
     import torch
 
     from amgan_search.index.retrieve import Retriever
     from amgan_search.index.search import Searcher
 
-    repeats = repeats or (5 if tiny else 50)
-    n = 2_000 if tiny else n
-    embedder, manipulator, note = _models(tiny)
-    with tempfile.TemporaryDirectory() as tmp:
-        _index(Path(tmp) / "index", embedder, n)
-        retriever = Retriever(Path(tmp) / "index", searcher=Searcher(Path(tmp) / "index", use_gpu=False),
-                              embedder=embedder, manipulator=manipulator)
-        image = np.random.default_rng(1).integers(0, 256, (128, 128, 3)).astype(np.uint8)
-        targets = {"color": "red"}
-        stages = {
-            "edit": lambda: retriever.edit(image, targets),
-            "embed": lambda: retriever.embed_image(image),
-        }
-        vec = retriever.embed_image(image)
-        rows, scores = retriever.searcher.search(vec, 10)
-        stages["search"] = lambda: retriever.searcher.search(vec, 10)
-        stages["metadata"] = lambda: retriever.searcher.results(rows, scores)
-        stages["whole query"] = lambda: retriever.query(image, targets, k=10)
-        times: dict[str, list[float]] = {name: [] for name in stages}
-        with torch.inference_mode():
-            for fn in stages.values():  # warm-up: allocations, kernel choice, caches
+    searcher = Searcher(index_dir, use_gpu=False)
+    plan = [("fp32", "fp32", False, threads), ("bf16", "bf16", False, threads)]
+    if not tiny:
+        plan.append(("compiled", "auto", True, threads))
+        if default_threads != threads:
+            plan.append(("compiled, torch default threads", "auto", True, default_threads))
+    out, facts = {}, {"compile_s": {}}
+    for name, precision, compiled, n in plan:
+        embedder, manipulator, facts["models"] = _models(tiny)
+        r = Retriever(index_dir, searcher=searcher, embedder=embedder, manipulator=manipulator,
+                      precision=precision)
+        torch.set_num_threads(n)
+        if compiled and not _compile(r, name, facts):
+            continue
+        out[name] = (r, n)
+    if default_threads != threads:
+        out["fp32, torch default threads"] = (out["fp32"][0], default_threads)
+    torch.set_num_threads(threads)
+    return out, facts
+
+
+def _compile(r, name: str, facts: dict) -> bool:
+    """Compile r's networks, then show that the compiled code is what a query runs (a call that
+    would miss it raises)."""
+    from amgan_search.device import FastPath
+
+    def say(line: str) -> None:
+        print(f"{name}: {line}", file=sys.stderr)
+
+    start = time.perf_counter()
+    if not r.compile(progress=say, batch_sizes=(1,)):  # one query at a time here
+        return False
+    facts["compile_s"][name] = time.perf_counter() - start
+    FastPath.stance = "fail_on_recompile"
+    try:
+        r.query(_photo(10**6, 96)[0], {"color": "red"}, k=10)
+    finally:
+        FastPath.stance = "eager_on_recompile"
+    facts["auto"] = r.precision
+    return True
+
+
+def _agreement(retrievers: dict, queries: int) -> dict[str, tuple[float, float]]:
+    """Per variant: the shares of queries whose top-10 ids are the fp32 baseline's (in order; as
+    a set). The rendered catalog has about 15 near-duplicates per colour and sleeve, so the order
+    within the top 10 is the strict test."""
+    from amgan_search.schema import DEFAULT_SCHEMA
+
+    colours = DEFAULT_SCHEMA.attribute("color").values
+    same = {name: [0, 0] for name in retrievers if name != "fp32"}
+    for q in range(queries):
+        photo, _ = _photo(100_000 + q, 96)
+        targets = {"color": colours[q % len(colours)]}
+        want = [r["id"] for r in retrievers["fp32"].query(photo, targets, k=10).results]
+        for name, counts in same.items():
+            got = [r["id"] for r in retrievers[name].query(photo, targets, k=10).results]
+            counts[0] += got == want
+            counts[1] += set(got) == set(want)
+    return {name: (ordered / queries, as_set / queries) for name, (ordered, as_set) in same.items()}
+
+
+def _stages(r, photo, targets) -> dict:
+    vec = r.embed_image(photo)
+    rows, scores = r.searcher.search(vec, 10)
+    return {"edit": lambda: r.edit(photo, targets), "embed": lambda: r.embed_image(photo),
+            "search": lambda: r.searcher.search(vec, 10),
+            "metadata": lambda: r.searcher.results(rows, scores),
+            "whole query": lambda: r.query(photo, targets, k=10)}
+
+
+def _time(retrievers: dict, repeats: int) -> dict:
+    """{variant: {stage: [seconds]}}, interleaved; each variant at its thread count."""
+    import torch
+
+    photo, _ = _photo(424242, 96)
+    calls = {name: _stages(r, photo, {"color": "red"}) for name, (r, _) in retrievers.items()}
+    times = {name: {s: [] for s in STAGES} for name in retrievers}
+    for rep in range(repeats + 1):  # the first round warms up: allocations, kernel choice, caches
+        for name, (_, n) in retrievers.items():
+            torch.set_num_threads(n)
+            for stage, fn in calls[name].items():
+                start = time.perf_counter()
                 fn()
-            for _ in range(repeats):  # interleaved, so drift on a shared machine hits all alike
-                for name, fn in stages.items():
-                    t = time.perf_counter()
-                    fn()
-                    times[name].append(time.perf_counter() - t)
-    rows_out = []
-    p50 = {}
-    for name, ts in times.items():
-        a, b = _percentiles(ts)
-        p50[name] = a
-        rows_out.append({"measure": f"{name} p50", "value": round(a, 3), "unit": "ms",
-                         "note": f"p95 {b:.3f} ms; {repeats} runs; {n:,}-item index; {note}"})
-        rows_out.append({"measure": f"{name} p95", "value": round(b, 3), "unit": "ms"})
-    parts = sum(p50[s] for s in ("edit", "embed", "search", "metadata"))
-    rows_out.append({"measure": "whole query p50 vs sum of stage p50s", "value": round(p50["whole query"], 3),
-                     "unit": "ms", "baseline": "sum of stages", "baseline_value": round(parts, 3),
-                     "ratio": round(p50["whole query"] / parts, 3)})
-    return rows_out
+                if rep:
+                    times[name][stage].append(time.perf_counter() - start)
+    return times
+
+
+def run(tiny: bool = False, repeats: int | None = None, queries: int | None = None,
+        n: int = 10_000) -> list[dict]:
+    import torch
+
+    from amgan_search.device import native_bf16, set_torch_threads
+
+    repeats, queries = repeats or (3 if tiny else 50), queries or (5 if tiny else 100)
+    n, real = (2_000, 100) if tiny else (n, 1_000)
+    default_threads = torch.get_num_threads()  # torch's own default, or OMP_NUM_THREADS
+    threads = set_torch_threads(None, "query")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            index_dir = Path(tmp) / "index"
+            embedder, _, _ = _models(tiny)
+            _index(index_dir, embedder, n, real)
+            retrievers, facts = _retrievers(index_dir, tiny, threads, default_threads)
+            agree = _agreement({k: r for k, (r, n) in retrievers.items() if n == threads}, queries)
+            times = _time(retrievers, repeats)
+    finally:
+        torch.set_num_threads(default_threads)
+    facts.update(threads=threads, default_threads=default_threads, native=native_bf16("cpu"),
+                 repeats=repeats, queries=queries, n=n)
+    return _rows(times, agree, facts)
+
+
+def _rows(times: dict, agree: dict, facts: dict) -> list[dict]:
+    p = {name: {s: np.percentile(np.asarray(ts) * 1000, [50, 95]) for s, ts in st.items()}
+         for name, st in times.items()}
+    note = (f"{facts['repeats']} runs; {facts['n']:,}-item index; {facts['models']}; "
+            f"{facts['threads']} thread(s) (policy), torch default {facts['default_threads']}; "
+            f"native bf16: {'yes' if facts['native'] else 'no'}")
+    rows = []
+    for name in p:
+        for stage in STAGES:
+            p50, p95 = p[name][stage]
+            base = p["fp32"][stage][0]
+            row = {"measure": f"{name}: {stage} p50", "value": round(p50, 3), "unit": "ms",
+                   "note": f"p95 {p95:.3f} ms; " + note}
+            if name != "fp32":
+                row.update(baseline=f"fp32 {stage} p50 (speed-up)", baseline_value=round(base, 3),
+                           ratio=round(base / p50, 3))
+            rows.append(row)
+        rows.append({"measure": f"{name}: whole query p95", "value": round(p[name]["whole query"][1], 3),
+                     "unit": "ms"})
+    parts = sum(p["fp32"][s][0] for s in STAGES[:4])
+    rows.append({"measure": "fp32: whole query p50 vs sum of stage p50s",
+                 "value": round(p["fp32"]["whole query"][0], 3), "unit": "ms",
+                 "baseline": "sum of stages", "baseline_value": round(parts, 3),
+                 "ratio": round(p["fp32"]["whole query"][0] / parts, 3)})
+    for name, (ordered, as_set) in agree.items():
+        rows.append({"measure": f"{name}: top-10 identical to fp32, in order", "unit": "%",
+                     "value": round(100 * ordered, 1), "note": f"{facts['queries']} queries; target 95%"})
+        rows.append({"measure": f"{name}: top-10 identical to fp32, as a set", "unit": "%",
+                     "value": round(100 * as_set, 1), "note": f"{facts['queries']} queries"})
+    for name, seconds in facts["compile_s"].items():
+        rows.append({"measure": f"{name} ({facts['auto']}): compile and warm-up",
+                     "value": round(seconds, 1), "unit": "s"})
+    return rows
 
 
 if __name__ == "__main__":  # `python -m benchmarks.query_latency`, or the script: reach the package
-    import sys
-
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.run import standalone
 
-    standalone(run, __doc__.splitlines()[0], repeats="queries timed per stage")
+    standalone(run, __doc__.splitlines()[0], repeats="queries timed per stage",
+               queries="queries compared with fp32 for top-10 agreement")

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from amgan_search.cli.options import (AttributeCommand, load_classifier_option, offered_attributes,
-                                      option_value, parse_pairs, schema_in)
+from amgan_search.cli.options import (AttributeCommand, device_option, load_classifier_option,
+                                      offered_attributes, option_value, parse_pairs, schema_in,
+                                      writable_dir)
 
 
 def _model_attributes(args) -> dict[str, list[str]]:
@@ -29,16 +30,18 @@ def _model_attributes(args) -> dict[str, list[str]]:
 @click.option("--only-region", default=None, metavar="REGION",
               help="Confine the edits to a region: 'sleeves' or attribute=value "
                    "(that manipulation's attention above 0.9).")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Folder for <stem>_edit.png and <stem>_mask.png.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), callback=writable_dir,
+              help="Folder for <stem>_edit.png and <stem>_mask.png (inputs sharing a stem: "
+                   "<stem>-2_edit.png, ...). Existing PNGs of those names are replaced; "
+                   "nothing else in the folder is touched.")
 @click.option("--model", default=None, type=click.Path(file_okay=False),
               help="Model directory (default: the shipped model of --method).")
 @click.option("--method", type=click.Choice(["amgan", "stargan"]), default="amgan",
               show_default=True, help="Which shipped model, when --model is not given.")
-@click.option("--device", default="cpu", show_default=True)
+@device_option(help="torch device.", default="cpu", show_default=True)
 def edit(images, sets, only_region, out, model, method, device, attribute_flags) -> None:
     """Edit images toward attributes: writes DIR/<stem>_edit.png and DIR/<stem>_mask.png."""
-    from amgan_search.editors import edit_files
+    from amgan_search.editors import edit_files, edit_outputs
     from amgan_search.errors import UserError
     from amgan_search.registry import load_model, model_config, shipped_model
     from amgan_search.schema import Schema
@@ -52,6 +55,7 @@ def edit(images, sets, only_region, out, model, method, device, attribute_flags)
     if not targets:
         raise UserError("no target given; options for this model: "
                         + ", ".join(f"--{n}" for n in schema.names))
+    edit_outputs(images, out)  # refuse a file in the way before loading any weights
     manipulator = load_model(path, "editor", device=device)
     for src, edited in edit_files(manipulator, images, out, targets, only_region=only_region):
         click.echo(f"{src} -> {edited}")
@@ -63,7 +67,7 @@ def edit(images, sets, only_region, out, model, method, device, attribute_flags)
               help="A classifier directory, or cam / eval for the shipped ones.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON list of {path, attributes: {name: {value, probability}}}.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 def classify(images, which, as_json, batch_size) -> None:
     """Predict each attribute of IMAGES with its probability."""
     from amgan_search.nets.classifier import classify_images

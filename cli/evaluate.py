@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import click
 
-from amgan_search.cli.options import load_classifier_option
+from amgan_search.cli.options import (SEED, WORKERS, check_own_folder, device_option,
+                                      load_classifier_option, writable_dir, writable_file)
+
+# evaluate_edits holds every scene at once: its render (3 bytes a pixel), six masks (6) and the
+# float32 tensor of the renders (12), measured with tracemalloc and tensor sizes at 200 x 64x64.
+EDIT_BYTES_PER_PIXEL = 21
+# The largest top-k a benchmark searches to, as `query -k`.
+MAX_K = 10_000
 
 
 @click.command()
@@ -17,14 +26,21 @@ from amgan_search.cli.options import load_classifier_option
 @click.option("--split", default="test", show_default=True, help="Split of --db to score.")
 @click.option("--cam-scenes", type=click.IntRange(min=0), default=200, show_default=True,
               help="Synthetic scenes for the CAM IoU against the true masks (0: skip).")
-@click.option("--seed", type=int, default=777, show_default=True, help="Seed of those scenes.")
-@click.option("--cam-sheet", type=click.Path(dir_okay=False), default=None,
-              help="Also draw a PNG: scenes and the CAM of their own value of each attribute.")
+@click.option("--seed", type=SEED, default=777, show_default=True, help="Seed of those scenes.")
+@click.option("--cam-sheet", type=click.Path(dir_okay=False), default=None, callback=writable_file,
+              help="Also draw a PNG: scenes and the CAM of their own value of each attribute "
+                   "(an existing PNG of that name is replaced, any other file refused).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate_classifier(which, db, split, cam_scenes, seed, cam_sheet, as_json) -> None:
     """Accuracy per attribute on a catalog split, and CAM IoU against the synthetic truth."""
     from amgan_search.metrics.cam import cam_iou
 
+    if cam_sheet:
+        from amgan_search.editors import claim_pngs
+
+        claim_pngs([Path(cam_sheet)])
+    if db:
+        _check_split(db, split)
     model = load_classifier_option(which)
     report = {"classifier": which, "role": model.role, "arch": model.config.get("arch")}
     if db:
@@ -58,27 +74,36 @@ def evaluate_classifier(which, db, split, cam_scenes, seed, cam_sheet, as_json) 
               show_default=True, help="Which shipped model, when --model is not given.")
 @click.option("--eval-classifier", default="eval", show_default=True,
               help="Evaluation classifier directory, or 'eval' for the shipped classifier-eval.")
-@click.option("--n", "n", type=int, default=100, show_default=True, help="Test scenes.")
-@click.option("--seed", type=int, default=777, show_default=True, help="Test scenes' seed.")
-@click.option("--size", type=int, default=64, show_default=True, help="Render size.")
-@click.option("--out", default=None, type=click.Path(dir_okay=False),
-              help="Also write the markdown table here.")
+@click.option("--n", "n", type=click.IntRange(1, 1_000_000), default=100, show_default=True,
+              help="Test scenes (held in memory at once: about 21 bytes a pixel).")
+@click.option("--seed", type=SEED, default=777, show_default=True, help="Test scenes' seed.")
+@click.option("--size", type=click.IntRange(16, 1024), default=64, show_default=True,
+              help="Render size.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), callback=writable_file,
+              help="Also write the markdown table here (replaces only a table this command wrote).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
-@click.option("--grid", default=None, type=click.Path(dir_okay=False),
+@click.option("--grid", default=None, type=click.Path(dir_okay=False), callback=writable_file,
               help="Also draw a PNG of six of the scenes: input, then per target the true edit, "
-                   "the model's edit and its attention mask.")
-@click.option("--device", default="cpu", show_default=True)
+                   "the model's edit and its attention mask (replaces only a PNG).")
+@device_option(help="torch device.", default="cpu", show_default=True)
 def evaluate_edits(model, method, eval_classifier, n, seed, size, out, as_json, grid,
                    device) -> None:
     """Grade edits against the synthetic renderer's truth: accuracy, fidelity, preservation, IoU."""
+    from amgan_search.editors import claim_pngs
     from amgan_search.errors import UserError
     from amgan_search.io import write_text
     from amgan_search.metrics.edits import evaluate_edits as run
     from amgan_search.metrics.edits import markdown_table
+    from amgan_search.outputs import claim_file
     from amgan_search.registry import load_model, shipped_model
 
-    if n < 1:
-        raise UserError("--n must be at least 1")
+    _check_memory(n, size)
+    if out and grid and Path(out).resolve() == Path(grid).resolve():
+        raise UserError(f"{out}: given as both --out and --grid; name two files")
+    if out:
+        claim_file(out, _is_edit_table, "table written by evaluate-edits")
+    if grid:
+        claim_pngs([Path(grid)])
     manipulator = load_model(model or shipped_model(method), "editor", device)
     judge = load_model(eval_classifier, "classifier", device)
     results = run(manipulator, judge, n=n, seed=seed, size=size)
@@ -99,26 +124,28 @@ def evaluate_edits(model, method, eval_classifier, n, seed, size, out, as_json, 
 @click.option("--methods", default="real,amgan,stargan", show_default=True,
               help="Comma-separated: real, oracle (synthetic catalogs), amgan, stargan, a model folder, NAME=DIR.")
 @click.option("--k", "ks", default="1,5,10,20,30,50", show_default=True, help="Comma-separated k of the top-k curve.")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Folder for queries.jsonl, summary.json, summary.md, topk.png; a rerun resumes there.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), callback=writable_dir,
+              help="Folder for queries.jsonl, summary.json, summary.md, topk.png; a rerun "
+                   "resumes there. A folder holding other files is refused.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N test images.")
 @click.option("--eval-classifier", default="eval", show_default=True,
               help="Evaluation classifier folder, or 'eval' for the shipped one, or 'none' to skip.")
 @click.option("--split", default="test", show_default=True, help="Split whose images are the queries.")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--workers", type=click.IntRange(0), default=2, show_default=True)
-@click.option("--device", default=None)
+@click.option("--workers", type=WORKERS, default=2, show_default=True)
+@device_option()
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def benchmark(db, index_dir, methods, ks, out, limit, eval_classifier, split, batch_size, workers,
               device, quiet) -> None:
     """The paper's metrics: edit classification accuracy and top-k retrieval accuracy per method."""
-    from amgan_search.index.benchmark import BenchmarkConfig, parse_methods, run_benchmark
-    from amgan_search.index.report import summary_markdown
-    from amgan_search.metrics.retrieval import parse_ks
+    from amgan_search.index.benchmark import (QUERIES, RUN_JSON, BenchmarkConfig, parse_methods,
+                                              run_benchmark)
+    from amgan_search.index.report import SUMMARY_JSON, SUMMARY_MD, TOPK_PNG, summary_markdown
 
+    check_own_folder(out, (QUERIES, RUN_JSON, SUMMARY_JSON, SUMMARY_MD, TOPK_PNG))
     config = BenchmarkConfig(
         db=db, index=index_dir, out=out, methods=_flag("--methods", parse_methods, methods),
-        ks=_flag("--k", parse_ks, ks), limit=limit,
+        ks=_flag("--k", _ks, ks), limit=limit,
         eval_classifier=None if eval_classifier.lower() == "none" else eval_classifier, split=split,
         batch_size=batch_size, workers=workers, device=device, progress=not quiet)
     summary = run_benchmark(config)
@@ -134,3 +161,46 @@ def _flag(flag: str, parse, value):
         return parse(value)
     except UserError as exc:
         raise UserError(f"{flag}: {exc}") from None
+
+
+def _ks(spec: str) -> list[int]:
+    """--k: parse_ks, and no k beyond what a query may ask for (a huge k allocates k results)."""
+    from amgan_search.errors import UserError
+    from amgan_search.metrics.retrieval import parse_ks
+
+    ks = parse_ks(spec)
+    if ks[-1] > MAX_K:
+        raise UserError(f"values must be at most {MAX_K:,}, got {ks[-1]}")
+    return ks
+
+
+def _check_split(db: str, split: str) -> None:
+    """A split with no items would score nothing and print an empty accuracy: refuse it."""
+    from amgan_search.catalog import Catalog
+    from amgan_search.errors import UserError
+
+    catalog = Catalog.open(db)
+    if catalog.count(split) == 0:
+        raise UserError(f"{db}: no items in split {split!r} (splits: "
+                        f"{', '.join(catalog.splits()) or 'none'})")
+
+
+def _check_memory(n: int, size: int) -> None:
+    """Refuse --n and --size whose scenes would not fit in half this machine's memory."""
+    from amgan_search.errors import UserError
+
+    need = n * size * size * EDIT_BYTES_PER_PIXEL
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf: let the run find out
+        return
+    if need > total // 2:
+        raise UserError(f"--n {n} scenes at --size {size} hold about {need / 2**30:.1f} GiB in "
+                        f"memory, over half of this machine's {total / 2**30:.0f} GiB; "
+                        "lower --n or --size")
+
+
+def _is_edit_table(path) -> bool:
+    """Whether `path` holds a table evaluate-edits wrote (markdown_table's first words)."""
+    with open(path, "rb") as f:
+        return f.read(17) == b"Edit quality of `"

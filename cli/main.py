@@ -9,18 +9,40 @@ import click
 
 from amgan_search import __version__
 from amgan_search.errors import UserError
+from amgan_search.outputs import OutputExists
 
 
 class Cli(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except OutputExists as exc:  # every command that replaces its output on request says --force
+            click.echo(f"error: {exc} (pass --force to replace it)", err=True)
+            ctx.exit(UserError.exit_code)
         except UserError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(exc)}", err=True)
+            ctx.exit(UserError.exit_code)
+        except OSError as exc:
+            # A file the system refused (an output under a file, a read-only place, a full disk):
+            # the user's input, so one line; an OSError without a file name is a bug and shows.
+            if exc.filename is None:
+                raise
+            click.echo(f"error: {exc.filename}: {exc.strerror or exc}", err=True)
             ctx.exit(UserError.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+
+
+def one_line(exc: UserError) -> str:
+    """The user's message of a UserError, also when a DataLoader worker raised it: torch re-raises
+    it in the main process with the worker's whole traceback as its message, whose last line is
+    the original `UserError: message`."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split("UserError: ", 1)[-1]
+    return text
 
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,7 +57,7 @@ def train() -> None:
 
 
 def _register() -> None:
-    from amgan_search.cli import catalog, demo, edit, evaluate, retrieval, synthetic
+    from amgan_search.cli import catalog, demo, edit, evaluate, retrieval, serve, synthetic
     from amgan_search.cli import train as train_cli
 
     catalog.catalog.add_command(synthetic.synth)
@@ -45,6 +67,7 @@ def _register() -> None:
     train.add_command(train_cli.train_classifier, "classifier")
     train.add_command(train_cli.train_amgan, "amgan")
     train.add_command(train_cli.export_model, "export")
+    cli.add_command(train_cli.model)
     cli.add_command(edit.edit)
     cli.add_command(edit.classify)
     cli.add_command(evaluate.evaluate_classifier, "evaluate-classifier")
@@ -53,6 +76,7 @@ def _register() -> None:
     cli.add_command(retrieval.index)
     cli.add_command(retrieval.query)
     cli.add_command(demo.demo)
+    cli.add_command(serve.serve)
 
 
 _register()

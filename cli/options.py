@@ -1,7 +1,10 @@
 """Options and argument parsing shared by the commands (click-side only; no torch at import).
 
 - `parse_pairs`: KEY=VALUE options (query --where/--set, edit --set).
-- `device_option`: the --device option.
+- `device_option`: the --device option, checked when parsed (`check_device`).
+- `writable_dir`, `writable_file`: callbacks that refuse, in one line and before any work, an
+  output path that cannot be made; `check_own_folder`: an output folder holding others' files;
+  `SEED`, `WORKERS`: the ranges numeric flags share.
 - `AttributeCommand`: one --ATTRIBUTE VALUE option per attribute of a schema found at parse time
   (query: the index's; edit: the model's), with `schema_in`, `offered_attributes` and
   `option_value` to find that schema from the raw arguments.
@@ -28,7 +31,101 @@ def load_classifier_option(which: str):
 
 def device_option(help: str | None = DEVICE_HELP, default: str | None = None, **kwargs):
     """The --device option; None lets `amgan_search.device.pick_device` choose cuda or cpu."""
-    return click.option("--device", default=default, help=help, **kwargs)
+    return click.option("--device", default=default, help=help, callback=check_device, **kwargs)
+
+
+def check_device(ctx, param, value: str | None) -> str | None:
+    """Refuse a device torch does not know, or a GPU this machine lacks, when the flag is parsed:
+    before a command renders, reads or loads anything (the demo would render its catalog first)."""
+    if value in (None, "", "auto"):
+        return value
+    import torch
+
+    from amgan_search.device import pick_device
+    from amgan_search.errors import UserError
+
+    pick_device(value)  # a one-line UserError for 'nonsense', or 'cuda' without a GPU
+    # pick_device passes these by name; torch fails on them only when the first tensor moves.
+    kind = str(value).split(":")[0]
+    present = {"mps": lambda: torch.backends.mps.is_available(),
+               "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available()}
+    if kind == "meta" or (kind in present and not present[kind]()):
+        raise UserError(f"device {value!r}: not usable on this machine; valid: auto, cpu, cuda, cuda:N")
+    return value
+
+
+# ---------------------------------------------------------------- numbers and output paths
+
+# numpy refuses a negative seed and torch.manual_seed one of 2**64 or more, each with a ValueError
+# deep inside; 0 to 2**63 - 1 also fits the signed 64-bit integers of SQLite and numpy arrays.
+SEED = click.IntRange(0, 2**63 - 1)
+# Each DataLoader worker is a process with its own copy of the dataset: past a few dozen they add
+# memory, not speed, and a mistyped 10000 would start ten thousand processes.
+WORKERS = click.IntRange(0, 64)
+
+
+def writable_dir(ctx, param, value):
+    """Callback of an output folder option: `value` must be a folder or makeable as one."""
+    if value is not None:
+        check_writable(_named(param, value), folder=True)
+    return value
+
+
+def writable_file(ctx, param, value):
+    """Callback of an output file option: `value` must be writable as a file."""
+    if value is not None:
+        check_writable(_named(param, value), folder=False)
+    return value
+
+
+def _named(param, value) -> Path:
+    """`value` as a path; an empty one (an unset shell variable, `--out "$DIR"`) would mean the
+    current folder, which nobody types as an empty string: refused."""
+    from amgan_search.errors import UserError
+
+    if not str(value).strip():
+        raise UserError(f"{param.opts[0]}: empty path; name a folder or file")
+    return Path(value)
+
+
+def check_own_folder(path: str | Path, names: Iterable[str]) -> None:
+    """Refuse an existing output folder that holds anything but `names`, the files and folders
+    the command writes there (and hidden ones: the temporary and lock files of its writes), so a
+    rerun replaces only its own outputs and never a file of the user's that shares a name."""
+    from amgan_search.errors import UserError
+
+    path = Path(path)
+    if not path.is_dir():
+        return
+    own = set(names)
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in own and p.name[:1] != ".")
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise UserError(f"{path}: holds {foreign[0]!r}{more}, which this command did not write; "
+                        "choose a new or empty output folder")
+
+
+def check_writable(path: Path, folder: bool) -> None:
+    """Refuse in one line, before any work, an output the system will not let us make: a file in
+    the way of a folder, a folder where a file goes, a place nothing can be created in (/proc,
+    a read-only disk). Creates nothing that stays: the probe is an unnamed temporary file."""
+    import tempfile
+
+    from amgan_search.errors import UserError
+
+    if folder and path.exists() and not path.is_dir():
+        raise UserError(f"{path}: exists and is not a folder")
+    if not folder and path.is_dir():
+        raise UserError(f"{path}: is a folder; name a file")
+    base = (path if folder else path.parent).absolute()
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise UserError(f"{path}: cannot be made, {base} is a file")
+    try:
+        tempfile.TemporaryFile(dir=base).close()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be written ({base}: {exc.strerror or exc})") from None
 
 
 def parse_pairs(pairs: Iterable[str], flag: str, error: str | None = None) -> dict[str, str]:

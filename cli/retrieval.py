@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from amgan_search.cli.options import (AttributeCommand, device_option, offered_attributes,
-                                      option_value, parse_pairs, schema_in)
+                                      option_value, parse_pairs, schema_in, writable_dir)
 
 # ---------------------------------------------------------------- index
 
@@ -19,7 +19,8 @@ def index() -> None:
 
 @index.command("build")
 @click.option("--db", required=True, type=click.Path(dir_okay=False), help="Catalog DB to index.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Index folder to write (replaced atomically).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Index folder to write: new or empty, or an index with --force.")
 @click.option("--embedder", type=click.Path(file_okay=False), default=None,
               help="CAM classifier folder that embeds the images [default: the shipped classifier-cam].")
 @click.option("--index-type", type=click.Choice(["auto", "flat", "hnsw", "ivf", "ivfpq"]), default="auto",
@@ -30,13 +31,23 @@ def index() -> None:
               help="Memory the index may use; float32 vectors over it switch auto to IVF-PQ.")
 @device_option("torch device for the embedder [default: cuda if present, else cpu].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def build(db, out, embedder, index_type, batch_size, workers, memory_budget_mb, device, quiet) -> None:
+@click.option("--force", is_flag=True,
+              help="Replace the index at --out (readers keep the old one until the new one is complete).")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="torch threads per process [default: OMP_NUM_THREADS if set, else the cores left "
+                   "after --workers].")
+def build(db, out, embedder, index_type, batch_size, workers, memory_budget_mb, device, quiet,
+          force, threads=None) -> None:
     """Embed every catalog image and write a FAISS index with its metadata (torchrun: sharded)."""
+    from amgan_search.device import set_torch_threads
     from amgan_search.index.build import run_build
+
+    set_torch_threads(threads, "build", workers)
     from amgan_search.index.index_dir import describe
 
     info = run_build(db, out, embedder, device, index_type=index_type, batch_size=batch_size,
-                     workers=workers, memory_budget_mb=memory_budget_mb, progress=not quiet)
+                     workers=workers, memory_budget_mb=memory_budget_mb, progress=not quiet,
+                     force=force)
     if info is not None:  # rank 0 only under torchrun
         click.echo(f"wrote {out}")
         click.echo(describe(info))
@@ -84,8 +95,22 @@ def query_attributes(args) -> dict[str, list[str]]:
     from amgan_search.index.index_dir import INFO, default_index_dir
 
     given = option_value(args, "--index")
-    return offered_attributes(schema_in(Path(given) / INFO if given else None),
+    return offered_attributes(server_schema(option_value(args, "--server")),
+                              schema_in(Path(given) / INFO if given else None),
                               schema_in(default_index_dir() / INFO))
+
+
+def server_schema(url: str | None) -> dict | None:
+    """The attributes of a running server (query --server), None when there is none or no answer."""
+    if not url:
+        return None
+    from amgan_search.errors import UserError
+    from amgan_search.index.client import Client
+
+    try:
+        return Client(url, timeout=5).get_json("/api/schema").get("attributes")
+    except (UserError, AttributeError):
+        return None
 
 
 @click.command(cls=AttributeCommand, attributes=query_attributes, targets_param="attr_flags")
@@ -103,14 +128,26 @@ def query_attributes(args) -> dict[str, list[str]]:
 @click.option("--only-region", default=None, metavar="ATTR=VALUE",
               help="Confine the edit to the region of another manipulation (e.g. sleeve=sleeveless: sleeves only).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object {targets, edited, results}.")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Folder for the edited image, its mask and a contact sheet PNG.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, callback=writable_dir,
+              help="Folder for edited.png, mask.png and contact.png (existing PNGs of those "
+                   "names are replaced; nothing else in the folder is touched).")
+@click.option("--server", default=None, metavar="URL",
+              help="Send the query to a running `amgan-search serve` (e.g. http://127.0.0.1:8000) "
+                   "instead of loading the models here.")
 @device_option()
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="auto: bf16 where the CPU or GPU has it natively, else fp32; fp32: the exact fp32 networks.")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="torch threads [default: OMP_NUM_THREADS if set, else half the cores, at most 4].")
 def query(image, k, index_dir, model, set_pairs, where_pairs, no_edit, only_region, as_json, out,
-          device, attr_flags) -> None:
+          server, device, attr_flags, precision="auto", threads=None) -> None:
     """Edit IMAGE toward the given attributes (e.g. --color red --sleeve long) and search the catalog."""
     where = parse_pairs(where_pairs, "--where")
     targets = {**attr_flags, **parse_pairs(set_pairs, "--set")}
+    if server is not None:
+        return _query_server(server, image, targets, k, where, only_region, no_edit, as_json, out,
+                             model or device or threads or precision != "auto")
+    from amgan_search.device import set_torch_threads
     from amgan_search.images import load_image
     from amgan_search.index.index_dir import default_or_given
     from amgan_search.index.retrieve import Retriever
@@ -119,10 +156,40 @@ def query(image, k, index_dir, model, set_pairs, where_pairs, no_edit, only_regi
     if not targets and not no_edit:
         click.echo("no target attribute given: searching with the image as it is", err=True)
     picture = load_image(image)
-    retriever = Retriever(index_dir, model=model, device=device)
+    set_torch_threads(threads, "query")
+    retriever = Retriever(index_dir, model=model, device=device, precision=precision)
     result = retriever.query(picture, targets, k=k, where=where, edit=not no_edit,
                              only_region=only_region)
-    edited_path = retriever.save(result, out) if out is not None else None
+    edited_path = retriever.save(result, out, inputs=[image]) if out is not None else None
+    if as_json:
+        click.echo(json.dumps({"targets": result.targets, "edited": edited_path,
+                               "results": result.results}, indent=2))
+        return
+    click.echo(_table(result, edited_path))
+
+
+def _query_server(url, image, targets, k, where, only_region, no_edit, as_json, out,
+                  local_models) -> None:
+    """query --server: the same output as a local query, from a running server (no torch here)."""
+    from types import SimpleNamespace
+
+    from amgan_search.index.client import Client, local_shape, save_answer
+
+    if local_models:
+        raise click.UsageError("--model, --device, --precision and --threads are the server's "
+                               "(amgan-search serve); drop them with --server")
+    if not targets and not no_edit:
+        click.echo("no target attribute given: searching with the image as it is", err=True)
+    if no_edit:
+        targets, only_region = {}, None
+    client = Client(url)
+    answer = client.query(image, targets, k=k, where=where, only_region=only_region)
+    result = SimpleNamespace(targets=answer.get("targets", {}), results=local_shape(answer))
+    edited_path = None
+    if out is not None:
+        from amgan_search.images import load_image
+
+        edited_path = save_answer(client, answer, load_image(image), out, inputs=[image])
     if as_json:
         click.echo(json.dumps({"targets": result.targets, "edited": edited_path,
                                "results": result.results}, indent=2))

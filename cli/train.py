@@ -1,8 +1,10 @@
-"""`amgan-search train classifier|amgan|export`: parse, call the trainers, print."""
+"""`amgan-search train classifier|amgan|export` and `model checksum`: parse, call the trainers,
+print."""
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import click
 
@@ -16,6 +18,28 @@ UPSAMPLINGS = ("resize", "deconv")  # amgan.UPSAMPLINGS, the default first
 # The classifier's ResNet depths, repeated for the same reason (nets.classifier.ARCHS).
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
 
+# The ranges the training configurations check (train.checks), as click types, so a bad number
+# is a usage error naming its flag. Repeated for the same reason; tests check they match.
+SIZE = click.IntRange(16, 1024)
+SEED = click.IntRange(0, 2 ** 32 - 1)
+AT_LEAST_ONE = click.IntRange(min=1)
+AT_LEAST_ZERO = click.IntRange(min=0)
+POSITIVE = click.FloatRange(min=0, min_open=True)
+NOT_NEGATIVE = click.FloatRange(min=0)
+
+
+@contextmanager
+def _resume_named():
+    """The core's "holds a training run already" with the flag that continues it."""
+    from amgan_search.errors import UserError
+    from amgan_search.train.loop import RunExists
+
+    try:
+        yield
+    except RunExists as exc:
+        raise UserError(f"{exc.path}: holds a training run already; pass --resume to continue "
+                        "it, or choose another --out") from None
+
 
 @click.command()
 @click.option("--db", "db_path", type=click.Path(), required=True, help="Catalog DB to train on.")
@@ -27,28 +51,31 @@ ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
                    "eval: the separate classifier that grades edits.")
 @click.option("--arch", type=click.Choice(ARCHS), default=None,
               help="ResNet depth [default: resnet18 for cam, resnet34 for eval].")
-@click.option("--size", type=int, default=64, show_default=True, help="Image side in pixels.")
+@click.option("--size", type=SIZE, default=64, show_default=True, help="Image side in pixels.")
 @click.option("--output-stride", type=click.Choice(["8", "16", "32"]), default=None,
               help="Input / last conv map side [default: the largest that leaves a last map of "
                    "at least 8x8 for cam (8 at 64 px), 4x4 for eval (16 at 64 px)].")
-@click.option("--epochs", type=int, default=20, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--epochs", type=AT_LEAST_ONE, default=20, show_default=True)
+@click.option("--batch-size", type=AT_LEAST_ONE, default=64, show_default=True)
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
-@click.option("--lr", type=float, default=None, help="Peak learning rate [default: 1e-3 adamw, 0.05 sgd].")
-@click.option("--weight-decay", type=float, default=None,
+@click.option("--lr", type=POSITIVE, default=None,
+              help="Peak learning rate [default: 1e-3 adamw, 0.05 sgd].")
+@click.option("--weight-decay", type=NOT_NEGATIVE, default=None,
               help="[default: 0.01 adamw, 5e-4 sgd]")
-@click.option("--seed", type=int, default=None, help="[default: 0 for cam, 1 for eval]")
+@click.option("--seed", type=SEED, default=None, help="[default: 0 for cam, 1 for eval]")
 @click.option("--init", default="scratch", show_default=True,
               help="scratch, imagenet (torchvision weights from the torch hub cache; never "
                    "downloaded), or a classifier directory to start from.")
-@click.option("--val-fraction", type=float, default=0.1, show_default=True,
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+              show_default=True,
               help="Share of the train split held out to pick the best epoch; 0 validates on "
                    "the test split.")
-@click.option("--workers", type=int, default=2, show_default=True, help="DataLoader workers.")
+@click.option("--workers", type=AT_LEAST_ZERO, default=2, show_default=True,
+              help="DataLoader workers.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
-@click.option("--checkpoint-every", type=int, default=500, show_default=True,
+@click.option("--checkpoint-every", type=AT_LEAST_ONE, default=500, show_default=True,
               help="Steps between resumable checkpoints (one is also written each epoch).")
-@click.option("--max-steps", type=int, default=None,
+@click.option("--max-steps", type=AT_LEAST_ONE, default=None,
               help="Stop at this step with a resumable checkpoint (for time-boxed sessions).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -61,7 +88,8 @@ def train_classifier(db_path, output_stride, quiet, **options) -> None:
     out = options["out"]
     stride = int(output_stride) if output_stride else None
     config = ClassifierConfig(db=db_path, output_stride=stride, progress=not quiet, **options)
-    summary = train(config)
+    with _resume_named():
+        summary = train(config)
     best, test = summary["best"], summary["test"]
     if summary["stopped"]:
         click.echo(f"{out}: stopped at step {summary['step']}; continue with --resume")
@@ -82,39 +110,42 @@ def train_classifier(db_path, output_stride, quiet, **options) -> None:
               help="CNN+CAM classifier directory (default: the shipped classifier-cam).")
 @click.option("--split", default="train", show_default=True, help="Catalog split to train on.")
 # -- schedule
-@click.option("--size", type=int, default=64, show_default=True, help="Image size.")
-@click.option("--iters", type=int, default=20000, show_default=True,
+@click.option("--size", type=SIZE, default=64, show_default=True, help="Image size.")
+@click.option("--iters", type=AT_LEAST_ONE, default=20000, show_default=True,
               help="Iterations, counted as D updates (G every --n-critic).")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Per process.")
-@click.option("--lr", type=float, default=1e-4, show_default=True,
+@click.option("--batch-size", type=AT_LEAST_ONE, default=16, show_default=True, help="Per process.")
+@click.option("--lr", type=POSITIVE, default=1e-4, show_default=True,
               help="Adam learning rate (decays linearly to 0 over the second half).")
-@click.option("--n-critic", type=int, default=5, show_default=True, help="D updates per G update.")
+@click.option("--n-critic", type=AT_LEAST_ONE, default=5, show_default=True,
+              help="D updates per G update.")
 # -- loss weights
-@click.option("--lambda-cls", type=float, default=1.0, show_default=True)
-@click.option("--lambda-cyc", type=float, default=10.0, show_default=True)
-@click.option("--lambda-a", type=float, default=10.0, show_default=True, help="Attention loss L_a.")
-@click.option("--lambda-p", type=float, default=20.0, show_default=True,
+@click.option("--lambda-cls", type=NOT_NEGATIVE, default=1.0, show_default=True)
+@click.option("--lambda-cyc", type=NOT_NEGATIVE, default=10.0, show_default=True)
+@click.option("--lambda-a", type=NOT_NEGATIVE, default=10.0, show_default=True,
+              help="Attention loss L_a.")
+@click.option("--lambda-p", type=NOT_NEGATIVE, default=20.0, show_default=True,
               help="Perceptual loss L_p (the paper: 10 on Shopping100k).")
-@click.option("--lambda-gp", type=float, default=10.0, show_default=True)
+@click.option("--lambda-gp", type=NOT_NEGATIVE, default=10.0, show_default=True)
 @click.option("--avgpool-only", is_flag=True,
               help="L_p on avg-pool features only (the paper's Shopping100k setting).")
 # -- architecture
-@click.option("--g-conv-dim", type=int, default=32, show_default=True)
-@click.option("--g-repeat-num", type=int, default=3, show_default=True,
+@click.option("--g-conv-dim", type=AT_LEAST_ONE, default=32, show_default=True)
+@click.option("--g-repeat-num", type=click.IntRange(0, 64), default=3, show_default=True,
               help="Residual blocks in G.")
 @click.option("--g-upsample", type=click.Choice(UPSAMPLINGS), default=UPSAMPLINGS[0],
               show_default=True,
               help="G's up-sampling: nearest x2 + 3x3 conv, or StarGAN's transposed convolutions.")
-@click.option("--d-conv-dim", type=int, default=32, show_default=True)
-@click.option("--d-repeat-num", type=int, default=5, show_default=True,
+@click.option("--d-conv-dim", type=AT_LEAST_ONE, default=32, show_default=True)
+@click.option("--d-repeat-num", type=click.IntRange(3, 10), default=5, show_default=True,
               help="Stride-2 layers of D_I (D_C has 2 fewer).")
 # -- bookkeeping
-@click.option("--sample-every", type=int, default=1000, show_default=True)
-@click.option("--ckpt-every", type=int, default=1000, show_default=True)
-@click.option("--log-every", type=int, default=50, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers.")
-@click.option("--threads", type=int, default=None,
+@click.option("--sample-every", type=AT_LEAST_ONE, default=1000, show_default=True)
+@click.option("--ckpt-every", type=AT_LEAST_ONE, default=1000, show_default=True)
+@click.option("--log-every", type=AT_LEAST_ONE, default=50, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--workers", type=AT_LEAST_ZERO, default=0, show_default=True,
+              help="DataLoader workers.")
+@click.option("--threads", type=AT_LEAST_ONE, default=None,
               help="CPU threads for torch (1 when other jobs share the CPU).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--bf16/--no-bf16", default=None,
@@ -122,7 +153,7 @@ def train_classifier(db_path, output_stride, quiet, **options) -> None:
 @click.option("--channels-last", is_flag=True, help="channels_last memory format.")
 @click.option("--augment", is_flag=True, help="Label-preserving flips and shifts.")
 @click.option("--resume", is_flag=True, help="Continue from the run directory's latest checkpoint.")
-@click.option("--stop-at", type=int, default=None,
+@click.option("--stop-at", type=AT_LEAST_ONE, default=None,
               help="Stop after this iteration with a checkpoint and a model, the schedule still "
                    "planned for --iters (time-boxed sessions; --resume goes on).")
 def train_amgan(split, avgpool_only, **options) -> None:
@@ -131,7 +162,8 @@ def train_amgan(split, avgpool_only, **options) -> None:
     from amgan_search.train.config import AmganConfig
 
     config = AmganConfig(split=split or None, perceptual_conv5=not avgpool_only, **options)
-    path = run(config)
+    with _resume_named():
+        path = run(config)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
         click.echo(f"model: {path}")
 
@@ -139,10 +171,14 @@ def train_amgan(split, avgpool_only, **options) -> None:
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Model directory to write (config.json + fp16 model.safetensors).")
-@click.option("--step", type=int, default=None,
+              help="Model directory to write (config.json + fp16 model.safetensors); never the "
+                   "run or a folder holding it.")
+@click.option("--step", type=AT_LEAST_ZERO, default=None,
               help="AMGAN runs: the checkpoint to export [default: the latest].")
-def export_model(run_dir, out, step) -> None:
+@click.option("--force", is_flag=True,
+              help="Replace the model folder --out holds (files a model folder does not hold, "
+                   "such as MODEL_CARD.md, stay).")
+def export_model(run_dir, out, step, force) -> None:
     """Export a training run as a small fp16 model directory (how the shipped models are made).
 
     A classifier run exports its best model; an AMGAN run exports a checkpoint, so a run still
@@ -150,8 +186,24 @@ def export_model(run_dir, out, step) -> None:
     """
     from amgan_search.train.export import export_run
 
-    model = export_run(run_dir, out, step)
+    model = export_run(run_dir, out, step, force=force)
     if model.get("kind") == "classifier":
         click.echo(f"model: {out} (classifier, role {model.get('role')}, {model.get('arch')})")
     else:
         click.echo(f"model: {out} ({model['method']}, {model['iterations']} iterations)")
+
+
+@click.group()
+def model() -> None:
+    """Model folders: the digests their loaders check."""
+
+
+@model.command()
+@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.option("--check", is_flag=True, help="Only verify the folder against its SHA256SUMS.")
+def checksum(model_dir, check) -> None:
+    """Record SHA256SUMS for a model folder written before digests were recorded (after loading
+    it whole, so damage is never recorded as good), or with --check verify it."""
+    from amgan_search.registry import checksum_model
+
+    click.echo(f"{model_dir}: {checksum_model(model_dir, check=check)}")

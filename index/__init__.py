@@ -10,4 +10,9 @@ In the order a catalog and then a query pass through it:
   sheet         a query's contact sheet
   benchmark     the resumable retrieval benchmark runner; report: its summary.json, .md and plot
   demo          the whole pipeline on the shipped models, to an HTML report
+  batch_query   the query pipeline over a batch of queries, each answered as alone
+  batching      micro-batching: worker threads over the queries that queued up together
+  service       what `serve` holds and answers, apart from HTTP
+  server        the FastAPI app of `serve` (JSON API, the page in web/)
+  client        `query --server URL`: a running server's answer, without torch
 """

@@ -3,6 +3,12 @@
 Under torchrun every rank embeds a contiguous shard of the catalog and (for IVF types) fills a copy
 of one trained index with it; rank 0 merges the shards into one index and writes it. Ranks exchange
 through a scratch folder beside the output, so it must be on a file system they share.
+
+A build claims its output first (`outputs.claim_dir`: never a folder holding its inputs or files
+it did not write; an existing index only with `force`). A build and an add hold the index's
+writer lock for their whole read-modify-write, so a second writer waits and then works on what
+the first one wrote: nothing is lost. The next build of a target removes what killed builds of it
+left behind (their temporary folders and the shard scratch folder).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -20,10 +27,10 @@ from amgan_search.errors import UserError
 from amgan_search.index.faiss_index import (check_index_type, choose_index_type, import_faiss,
                                             index_params, make_index, set_search_params,
                                             training_sample, tune_search)
-from amgan_search.index.index_dir import (OWN_KEYS, check_embedder, item_records, load_info,
+from amgan_search.index.index_dir import (OWN_KEYS, check_embedder, current, item_records,
                                           read_embeddings, read_faiss, read_items, read_labels,
-                                          rewrite_info, write_index_dir)
-from amgan_search.io import atomic_path
+                                          write_index_dir)
+from amgan_search.io import atomic_path, remove_stale, writer_lock
 from amgan_search.schema import Schema
 
 SHARDED_TYPES = ("ivf", "ivfpq")  # types whose shards fill copies of one trained index and merge
@@ -45,19 +52,52 @@ def run_build(db: str | Path, out: str | Path, embedder_path: str | Path | None 
 
 def build_index(db: str | Path, out: str | Path, embedder, index_type: str = "auto",
                 batch_size: int = 128, workers: int = 2, memory_budget_mb: float | None = None,
-                progress: bool = True, seed: int = 0) -> dict | None:
+                progress: bool = True, seed: int = 0, force: bool = False) -> dict | None:
     """Embed every catalog item and write the index directory; returns index.json's contents.
 
-    Under torch.distributed each rank embeds its shard (see the module docstring); ranks other
-    than 0 return None.
+    `out` must be new, empty, or (with `force`) an index, which then gets the new index as its
+    next version. Under torch.distributed each rank embeds its shard (see the module docstring);
+    ranks other than 0 return None.
     """
+    check_index_type(index_type)
+    import_faiss()
+    out = Path(out)
+    rank, _ = rank_and_world()
+    claim_output(out, db, embedder, force)
+    with writer_lock(out) if rank == 0 else nullcontext():
+        if rank == 0:
+            claim_output(out, db, embedder, force)  # again: a build that held the lock may have made it
+            remove_leftovers(out)
+        return _embed_and_write(db, out, embedder, index_type, batch_size, workers,
+                                memory_budget_mb, progress, seed)
+
+
+def claim_output(out: Path, db: str | Path, embedder, force: bool) -> None:
+    """Refuse an output folder that holds the catalog, the embedder or anything but an index."""
+    from amgan_search.catalog import Catalog
+    from amgan_search.outputs import claim_dir
+
+    root = Catalog.open(db).root
+    claim_dir(out, "index", force, inputs=[db, root, getattr(embedder, "path", None)])
+
+
+def remove_leftovers(out: Path) -> None:
+    """What killed builds of `out` left: temporary folders (of dead processes) and shard scratch.
+    Called under the writer lock, so no live build of `out` is using the scratch folder."""
+    remove_stale(out)
+    shutil.rmtree(_scratch(out), ignore_errors=True)
+
+
+def _scratch(out: Path) -> Path:
+    return out.parent / f".{out.name}.shards"
+
+
+def _embed_and_write(db, out: Path, embedder, index_type: str, batch_size: int, workers: int,
+                     memory_budget_mb, progress: bool, seed: int) -> dict | None:
     from torch.utils.data import Subset
 
     from amgan_search.index.embed import catalog_dataset, embed_dataset, shard_bounds
 
-    check_index_type(index_type)
-    import_faiss()
-    out = Path(out)
     rank, world = rank_and_world()
     t0 = time.perf_counter()
     dataset, items = catalog_dataset(db, embedder.size)
@@ -95,22 +135,21 @@ class _Build:
         """Tune and write the index over all vectors (`index` already filled, or None to fill one)."""
         schema, labels, items = _catalog_meta(self.db, self.items)
         extra = self.extra if params is None else {**self.extra, "params": params}
-        info = build_from_vectors(self.out, vectors, labels, item_records(items, labels, schema),
+        return build_from_vectors(self.out, vectors, labels, item_records(items, labels, schema),
                                   schema, self.embedder.meta(), self.index_type,
-                                  self.memory_budget_mb, self.db, extra, self.seed, index=index)
-        info["timing"]["total_s"] = round(time.perf_counter() - self.t0, 3)
-        rewrite_info(self.out, info)
-        return info
+                                  self.memory_budget_mb, self.db, extra, self.seed, index=index,
+                                  started=self.t0)
 
 
 def build_from_vectors(out: str | Path, vectors: np.ndarray, labels: np.ndarray, records,
                        schema: Schema, embedder_meta: Mapping[str, Any], index_type: str = "auto",
                        memory_budget_mb: float | None = None, db: str | Path | None = None,
                        extra: Mapping[str, Any] | None = None, seed: int = 0, index=None,
-                       progress: bool = True) -> dict:
+                       progress: bool = True, started: float | None = None) -> dict:
     """Train (if needed), fill, tune and write an index over row-aligned vectors and metadata.
 
-    `index` may be passed already trained and filled (the sharded build merges it first).
+    `index` may be passed already trained and filled (the sharded build merges it first);
+    `started` (perf_counter) adds the whole build's time to index.json.
     """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = vectors.shape
@@ -134,7 +173,7 @@ def build_from_vectors(out: str | Path, vectors: np.ndarray, labels: np.ndarray,
     extra["memory_budget_mb"] = memory_budget_mb
     extra["recall"] = recall
     return write_index_dir(out, index, kind, params, vectors, labels, records, schema,
-                           embedder_meta, db, extra)
+                           embedder_meta, db, extra, started=started)
 
 
 def _catalog_meta(db: str | Path, items):
@@ -166,7 +205,7 @@ def resolve_item_path(catalog, db: str | Path, path: str) -> Path:
 
 def _merge_shards(build: _Build, shard: np.ndarray, rank: int, world: int) -> dict | None:
     """Gather the shards' vectors on rank 0, fill and merge the IVF parts, write on rank 0."""
-    scratch = build.out.parent / f".{build.out.name}.shards"
+    scratch = _scratch(build.out)
     if rank == 0:
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
@@ -231,20 +270,31 @@ def _merged(scratch: Path, world: int):
 
 def add_items(index_dir: str | Path, db: str | Path, embedder, ids: Sequence[str] | None = None,
               batch_size: int = 128, workers: int = 2, progress: bool = True) -> int:
-    """Embed catalog items not yet in the index (optionally only `ids`) and add them; returns how many."""
+    """Embed catalog items not yet in the index (optionally only `ids`) and add them; returns how many.
+
+    Holds the index's writer lock from reading it to switching to the new version: a second
+    `add` waits, then adds only what is still missing, so both batches are kept.
+    """
+    index_dir = Path(index_dir)
+    check_embedder(current(index_dir).info, embedder, index_dir)  # refuse before waiting
+    with writer_lock(index_dir):
+        return _add(current(index_dir), index_dir, db, embedder, ids, batch_size, workers, progress)
+
+
+def _add(version, index_dir: Path, db, embedder, ids, batch_size: int, workers: int,
+         progress: bool) -> int:
     from amgan_search.index.embed import catalog_dataset, embed_dataset
 
-    index_dir = Path(index_dir)
-    info = load_info(index_dir)
+    info = version.info
     check_embedder(info, embedder, index_dir)
-    index = read_faiss(index_dir)
-    vectors = np.asarray(read_embeddings(index_dir), dtype=np.float32)
-    labels = read_labels(index_dir)
-    old = read_items(index_dir)
+    old = read_items(version)
     _, items = catalog_dataset(db, embedder.size)
     positions = _new_positions(db, items, set(old["id"].astype(str)), ids)
     if not positions:
         return 0
+    index = read_faiss(version)
+    vectors = np.asarray(read_embeddings(version), dtype=np.float32)
+    labels = read_labels(version)
     dataset, new_items = catalog_dataset(db, embedder.size, positions)
     schema, new_labels, new_items = _catalog_meta(db, new_items)
     if schema.to_dict() != info["schema"]:

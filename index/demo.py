@@ -80,7 +80,11 @@ def ensure_catalog(home: Path, n: int, seed: int, size: int,
 
 def ensure_index(db: Path, index_dir: Path, embedder, batch_size: int, workers: int,
                  log: Log = log_to_stderr) -> None:
-    """Build the default index unless it exists over this DB with this embedder."""
+    """Build the default index unless it exists over this DB with this embedder.
+
+    The demo replaces only its own index: one over its catalog (or a damaged one in its place).
+    An index over another catalog there was someone's own work: refused with one line.
+    """
     from amgan_search.index.build import build_index
     from amgan_search.index.index_dir import load_info
 
@@ -88,13 +92,15 @@ def ensure_index(db: Path, index_dir: Path, embedder, batch_size: int, workers: 
         try:
             info = load_info(index_dir)
         except UserError:
-            info = {}
-        same_db = Path(info.get("db", "")).resolve() == db.resolve()
-        same_embedder = info.get("embedder", {}).get("digest") == embedder.digest
-        if same_db and same_embedder:
-            return
+            info = None
+        if info is not None:
+            if info.get("db") is None or Path(info["db"]).resolve() != db.resolve():
+                raise UserError(f"{index_dir}: holds an index of another catalog ({info.get('db')}); "
+                                "the demo replaces only its own: move it, or set AMGAN_SEARCH_HOME")
+            if info["embedder"]["digest"] == embedder.digest:
+                return
     log(f"building the default index at {index_dir}")
-    build_index(db, index_dir, embedder, batch_size=batch_size, workers=workers)
+    build_index(db, index_dir, embedder, batch_size=batch_size, workers=workers, force=True)
 
 
 def query_photo(example: Example, size: int):

@@ -8,7 +8,7 @@ catalog; `index.build` merges the shards.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,7 +19,15 @@ from amgan_search.errors import UserError
 
 @dataclass
 class Embedder:
-    """A model with `embed(x [B,3,S,S] in [0,1]) -> [B,C]` plus what an index records about it."""
+    """A model with `embed(x [B,3,S,S] in [0,1]) -> [B,C]` plus what an index records about it.
+
+    `precision` (see `use_precision`) is fp32 unless asked: the catalog is embedded in fp32, on
+    purpose. Its vectors are what every query is compared with, so they stay the same on every
+    machine (bf16 would make an index depend on the CPU that built it), and no bf16 build was
+    measured faster here: on a CPU without native bf16 it is slower. Only the query, one image,
+    runs in bf16 where the hardware has it, checked by its top-10 agreement with fp32
+    (benchmarks/query_latency.py).
+    """
 
     model: Any
     size: int
@@ -27,6 +35,27 @@ class Embedder:
     digest: str
     path: str | None = None  # None: the shipped CAM classifier, so an index stays portable
     device: str = "cpu"
+    precision: str = "fp32"
+    fast: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        self.use_precision(self.precision)
+
+    def use_precision(self, precision: str) -> "Embedder":
+        """Embed in `precision` ("fp32", "bf16", or "auto": bf16 where the device has it natively)."""
+        from amgan_search.device import FastPath, prepare_module, resolve_precision
+
+        self.precision = resolve_precision(precision, str(self.device))
+        prepare_module(self.model, self.precision)
+        self.fast = FastPath(self.model.embed, self.precision, str(self.device))
+        return self
+
+    def compile_steps(self, batch_sizes=(1,)) -> list:
+        """What `device.compile_paths` compiles: the embedding, warmed up at these batch sizes."""
+        import torch
+
+        return [("the embedder", self.fast,
+                 [lambda b=b: self(torch.rand(b, 3, self.size, self.size)) for b in batch_sizes])]
 
     def __call__(self, x) -> np.ndarray:
         """Float [0, 1] NCHW at any size -> float32 [B, C], L2-normalised."""
@@ -37,7 +66,7 @@ class Embedder:
 
         with torch.inference_mode():
             x = resize_batch(torch.as_tensor(x).float(), self.size, antialias=True)
-            v = self.model.embed(x.to(self.device)).float()
+            v = self.fast(x.to(self.device)).float()
             # The classifier already normalises; again here so inner product is cosine for any model.
             v = F.normalize(v, dim=1)
         return v.cpu().numpy().astype(np.float32, copy=False)

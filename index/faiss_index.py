@@ -73,6 +73,29 @@ def _pq_m(n: int, dim: int, memory_budget_mb: float | None) -> int:
     return m
 
 
+# What each type needs to be searched: a loaded index.json is checked against it field by field.
+SEARCH_PARAMS = {"flat": (), "hnsw": ("M", "efConstruction", "efSearch"), "ivf": ("nlist", "nprobe"),
+                 "ivfpq": ("nlist", "m", "nbits", "nprobe")}
+
+
+def is_count(value) -> bool:
+    """A positive integer (JSON's true is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_params(kind, params, where) -> None:
+    """Refuse a loaded index's type or parameters that it cannot be searched with (one line)."""
+    if kind not in SEARCH_PARAMS:
+        raise UserError(f"{where}: \"type\" is {kind!r}; valid: {', '.join(SEARCH_PARAMS)}")
+    if not isinstance(params, dict):
+        raise UserError(f"{where}: \"params\" must be an object, got {params!r}")
+    for key in SEARCH_PARAMS[kind]:
+        if not is_count(params.get(key)):
+            got = "nothing" if key not in params else repr(params[key])
+            raise UserError(f"{where}: a {kind} index needs \"params\".{key} as a positive integer, "
+                            f"got {got}")
+
+
 def check_index_type(kind: str) -> str:
     """`kind` itself, or a UserError listing the index types."""
     if kind not in INDEX_TYPES:

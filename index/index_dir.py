@@ -1,11 +1,23 @@
-"""The index folder: its files, written as a whole under a temporary name and renamed into place.
+"""The index folder: one version of the index at a time, switched by one atomic rename.
 
-  index.faiss      the FAISS index over L2-normalised embeddings, inner product (= cosine)
-  embeddings.npy   the same vectors as float16, row-aligned, so `add` and exact re-search never re-embed
-  labels.npy       int64 [n, M] attribute indices, row-aligned (-1 missing): the metrics' gallery labels
-  items.db         SQLite table `items`: row (= FAISS id), id, path, split, category, gender, attributes
-  index.json       embedder path and digest, dimension, type and parameters, count, build time, schema,
-                   db path, and recall@10 against exact search for the approximate types
+  DIR/
+    .amgan-search.json      the marker: this folder is an index (`outputs.mark`)
+    index.json              a copy of the current version's index.json, which names it
+                            ("version": n); replacing it (one rename) is what switches versions
+    versions/<n>/           the files of version n, written under a temporary name, then renamed:
+      index.faiss           the FAISS index over L2-normalised embeddings, inner product (= cosine)
+      embeddings.npy        the same vectors as float16, row-aligned, so `add` never re-embeds
+      labels.npy            int64 [n, M] attribute indices, row-aligned (-1 missing)
+      items.db              SQLite table `items`: row (= FAISS id), id, path, split, category, ...
+      index.json            embedder path and digest, dimension, type and parameters, count,
+                            build time, schema, db path, recall@10 against exact search, version
+      SHA256SUMS            the sha256 of the five files above, checked when they are read
+
+A reader resolves the current version once (`current`) and reads every file from it, so it sees
+the old index or the new one, never a mix. A writer (holding `io.writer_lock(DIR)`) writes version
+n+1 beside n, switches, and keeps n, so a reader that resolved n just before the switch still
+finds its files; older versions go. Indexes written before versions (the five files directly in
+DIR, no "version" in index.json, no sums) still load; writing to one adds versions/1 beside them.
 """
 
 from __future__ import annotations
@@ -13,15 +25,19 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from amgan_search.errors import UserError
-from amgan_search.index.faiss_index import import_faiss
-from amgan_search.io import atomic_dir, read_json, write_json
+from amgan_search.index.faiss_index import check_params, import_faiss, is_count
+from amgan_search.integrity import verify, write_sums
+from amgan_search.io import atomic_dir, atomic_path, read_json, remove_stale, write_json
+from amgan_search.outputs import MARKER, kind_of, mark
 from amgan_search.schema import Schema
 
 INDEX_FILE = "index.faiss"
@@ -29,10 +45,13 @@ EMBEDDINGS = "embeddings.npy"
 LABELS = "labels.npy"
 ITEMS_DB = "items.db"
 INFO = "index.json"
+VERSIONS = "versions"
+FILES = (INDEX_FILE, EMBEDDINGS, LABELS, ITEMS_DB, INFO)
 
 META_COLUMNS = ("id", "path", "split", "category", "gender")
 # index.json keys write_index_dir sets itself; the rest (timing, recall, added...) travel as `extra`.
-OWN_KEYS = ("format", "type", "params", "metric", "dim", "count", "embedder", "schema", "db", "created")
+OWN_KEYS = ("format", "type", "params", "metric", "dim", "count", "embedder", "schema", "db",
+            "created", "version")
 
 INCOMPLETE = "no such file (the index is incomplete; rebuild it)"
 
@@ -78,12 +97,20 @@ def item_records(items, labels: np.ndarray, schema: Schema, start_row: int = 0) 
 def write_index_dir(out: str | Path, index, kind: str, params: Mapping[str, Any],
                     vectors: np.ndarray, labels: np.ndarray, records: Sequence[Mapping[str, Any]],
                     schema: Schema, embedder_meta: Mapping[str, Any], db: str | Path | None,
-                    extra: Mapping[str, Any] | None = None) -> dict:
-    """All files of an index directory, under a temporary name, renamed into place when complete."""
-    faiss = import_faiss()
+                    extra: Mapping[str, Any] | None = None, started: float | None = None) -> dict:
+    """Write the files as a new version of the index `out` and make it current; index.json's
+    contents. The caller holds `io.writer_lock(out)`; `started` (perf_counter) adds the total time.
+
+    `out` must be missing, empty or an index (anything else is refused: never written over).
+    """
     if index.ntotal != len(vectors) or len(vectors) != len(labels) or len(labels) != len(records):
         raise UserError(f"{out}: index ({index.ntotal}), vectors ({len(vectors)}), labels "
                         f"({len(labels)}) and items ({len(records)}) disagree")
+    out = Path(out)
+    fresh = not out.exists() or (out.is_dir() and not any(out.iterdir()))
+    if not fresh and not is_index(out):
+        raise UserError(f"{out}: holds something other than an index; choose another folder")
+    number = 1 if fresh else _last_number(out) + 1
     info = {
         "format": 1,
         "type": kind,
@@ -95,15 +122,43 @@ def write_index_dir(out: str | Path, index, kind: str, params: Mapping[str, Any]
         "schema": schema.to_dict(),
         "db": str(Path(db).resolve()) if db is not None else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **dict(extra or {}),
+        **{k: v for k, v in dict(extra or {}).items() if k not in OWN_KEYS},
+        "version": number,
     }
-    with atomic_dir(out) as tmp:
-        faiss.write_index(index, str(tmp / INDEX_FILE))
-        np.save(tmp / EMBEDDINGS, np.asarray(vectors, dtype=np.float16))
-        np.save(tmp / LABELS, np.asarray(labels, dtype=np.int64))
-        _write_items(tmp / ITEMS_DB, records, schema)
-        write_json(tmp / INFO, info)
+    files = (index, vectors, labels, records, schema, info, started)
+    if fresh:  # the whole folder appears at once, marker included
+        with atomic_dir(out) as tmp:
+            _write_version(tmp / VERSIONS / str(number), *files)
+            _switch(tmp, number)
+            mark(tmp, "index")
+        return info
+    remove_stale(out)
+    previous = _pointed(out)
+    if not (out / MARKER).is_file():
+        mark(out, "index")  # an index written before markers
+    with atomic_dir(out / VERSIONS / str(number)) as tmp:
+        _write_version(tmp, *files)
+    _switch(out, number)
+    _prune(out, keep={number, previous})
     return info
+
+
+def is_index(folder: Path) -> bool:
+    """Whether a folder is an index: its marker, or its files (also when a copy lost the marker)."""
+    return kind_of(folder) == "index" or ((folder / INFO).is_file() and (folder / VERSIONS).is_dir())
+
+
+def _write_version(folder: Path, index, vectors, labels, records, schema, info, started) -> None:
+    """The five files and their sums, into a folder not yet renamed into place."""
+    folder.mkdir(parents=True, exist_ok=True)
+    import_faiss().write_index(index, str(folder / INDEX_FILE))
+    np.save(folder / EMBEDDINGS, np.asarray(vectors, dtype=np.float16))
+    np.save(folder / LABELS, np.asarray(labels, dtype=np.int64))
+    _write_items(folder / ITEMS_DB, records, schema)
+    if started is not None:
+        info.setdefault("timing", {})["total_s"] = round(time.perf_counter() - started, 3)
+    write_json(folder / INFO, info)
+    write_sums(folder, FILES)
 
 
 def _write_items(path: Path, records: Sequence[Mapping[str, Any]], schema: Schema) -> None:
@@ -118,31 +173,133 @@ def _write_items(path: Path, records: Sequence[Mapping[str, Any]], schema: Schem
     db.conn.close()
 
 
-def rewrite_info(index_dir: str | Path, info: Mapping[str, Any]) -> None:
-    """Replace index.json of a complete index (atomically), e.g. to add the whole build's time."""
-    write_json(Path(index_dir) / INFO, info)
+def _switch(out: Path, number: int) -> None:
+    """Make version `number` current: its index.json copied over DIR/index.json, one rename."""
+    with atomic_path(out / INFO) as tmp:
+        shutil.copyfile(out / VERSIONS / str(number) / INFO, tmp)
+
+
+def _numbers(out: Path) -> list[int]:
+    folder = out / VERSIONS
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
+
+def _last_number(out: Path) -> int:
+    """The highest version number written (0: none), so a new one never reuses a folder."""
+    return max([0, *_numbers(out)])
+
+
+def _pointed(out: Path) -> int | None:
+    """The version DIR/index.json names now (0: files directly in DIR; None: unreadable)."""
+    try:
+        number = json.loads((out / INFO).read_text()).get("version", 0)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return number if isinstance(number, int) else None
+
+
+def _prune(out: Path, keep: set) -> None:
+    """Remove versions other than `keep` (the current and the previous one, which a reader may
+    have resolved just before the switch) and what killed writers left in versions/."""
+    folder = out / VERSIONS
+    for entry in folder.iterdir():
+        if entry.name.isdigit() and int(entry.name) not in keep:
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name.startswith("."):  # .N.PID.XXXX.tmp: removed once its writer is gone
+            remove_stale(folder / entry.name[1:].split(".", 1)[0])
+    if 0 not in keep:  # the files of an index written before versions
+        for name in FILES[:-1]:
+            (out / name).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- reading
 
-def load_info(index_dir: str | Path) -> dict:
-    """index.json of an index directory, with a one-line error when it is not an index."""
+@dataclass(frozen=True)
+class Version:
+    """One version of an index: the folder holding its files, its checked index.json, its number
+    (None for an index written before versions, whose files sit in its folder without sums)."""
+
+    folder: Path
+    info: dict
+    number: int | None
+
+    def file(self, name: str) -> Path:
+        """The path of one of its files, checked against its recorded sha256 (one-line errors)."""
+        path = self.folder / name
+        if not path.is_file():
+            raise UserError(f"{path}: {INCOMPLETE}")
+        verify(self.folder, [name], required=self.number is not None)
+        return path
+
+
+def current(index_dir: str | Path) -> Version:
+    """The version of the index that is current now, resolved once: read every file from it."""
     index_dir = Path(index_dir)
     if not index_dir.is_dir():
         raise UserError(f"{index_dir}: no such index directory")
-    info = read_json(index_dir / INFO)
+    top = read_json(index_dir / INFO)
+    number = top.get("version") if isinstance(top, dict) else None
+    if number is None:
+        return Version(index_dir, check_info(top, index_dir / INFO), None)
+    if not is_count(number):
+        raise UserError(f"{index_dir / INFO}: \"version\" must be a positive integer, got {number!r}")
+    folder = index_dir / VERSIONS / str(number)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such folder, though {INFO} names it (the index is incomplete; "
+                        "rebuild it)")
+    unchecked = Version(folder, {}, number)
+    return Version(folder, check_info(read_json(unchecked.file(INFO)), folder / INFO), number)
+
+
+def version_number(index_dir: str | Path) -> int | None:
+    """The number of the current version as DIR/index.json names it now (None: unreadable)."""
+    return _pointed(Path(index_dir))
+
+
+def load_info(index_dir: str | Path) -> dict:
+    """index.json of the current version, checked field by field (one-line errors)."""
+    return current(index_dir).info
+
+
+def check_info(info, where: Path) -> dict:
+    """index.json's fields, each of the right type and range, or a one-line error naming it."""
+    if not isinstance(info, dict):
+        raise UserError(f"{where}: not an index description (not a JSON object)")
     for key in ("type", "dim", "count", "schema", "embedder"):
         if key not in info:
-            raise UserError(f"{index_dir / INFO}: not an index description (no {key!r})")
+            raise UserError(f"{where}: not an index description (no {key!r})")
+    check_params(info["type"], info.get("params", {}), where)
+    if not is_count(info["dim"]):
+        raise UserError(f"{where}: \"dim\" must be a positive integer, got {info['dim']!r}")
+    count = info["count"]
+    if not (is_count(count) or (count == 0 and type(count) is int)):
+        raise UserError(f"{where}: \"count\" must be a whole number, got {count!r}")
+    embedder = info["embedder"]
+    if not isinstance(embedder, dict) or not isinstance(embedder.get("digest"), str):
+        raise UserError(f"{where}: \"embedder\" must be an object with a \"digest\" string, "
+                        f"got {embedder!r}")
+    if not isinstance(embedder.get("path"), (str, type(None))):
+        raise UserError(f"{where}: \"embedder\".path must be a string or null")
+    schema = info["schema"]
+    if not (isinstance(schema, dict) and schema and all(
+            isinstance(values, list) and values and all(isinstance(v, str) for v in values)
+            for values in schema.values())):
+        raise UserError(f"{where}: \"schema\" must map each attribute to a list of value names")
+    if info.get("metric", "inner_product") != "inner_product":
+        raise UserError(f"{where}: \"metric\" must be \"inner_product\", got {info['metric']!r}")
+    if not isinstance(info.get("db"), (str, type(None))):
+        raise UserError(f"{where}: \"db\" must be a path or null, got {info['db']!r}")
     return info
 
 
-def read_faiss(index_dir: str | Path):
-    """The FAISS index of an index directory (one-line error when missing or corrupt)."""
+def _version(where) -> Version:
+    return where if isinstance(where, Version) else current(where)
+
+
+def read_faiss(where: Version | str | Path):
+    """The FAISS index of a version (or of an index folder's current one), checked."""
     faiss = import_faiss()
-    path = Path(index_dir) / INDEX_FILE
-    if not path.is_file():
-        raise UserError(f"{path}: {INCOMPLETE}")
+    path = _version(where).file(INDEX_FILE)
     try:
         return faiss.read_index(str(path))
     except RuntimeError as exc:
@@ -151,33 +308,30 @@ def read_faiss(index_dir: str | Path):
 
 
 def _read_npy(path: Path, mmap: bool = False) -> np.ndarray:
-    if not path.is_file():
-        raise UserError(f"{path}: {INCOMPLETE}")
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise UserError(f"{path}: corrupt array file ({str(exc).splitlines()[0][:160]})") from None
+    except (ValueError, OSError, EOFError, MemoryError) as exc:
+        first = (str(exc).splitlines() or ["unreadable"])[0]
+        raise UserError(f"{path}: corrupt array file ({first[:160]})") from None
 
 
-def read_embeddings(index_dir: str | Path, mmap: bool = False) -> np.ndarray:
+def read_embeddings(where: Version | str | Path, mmap: bool = False) -> np.ndarray:
     """The stored float16 vectors [n, d] (memory-mapped with `mmap`: exact re-search, no re-embedding)."""
-    return _read_npy(Path(index_dir) / EMBEDDINGS, mmap)
+    return _read_npy(_version(where).file(EMBEDDINGS), mmap)
 
 
-def read_labels(index_dir: str | Path) -> np.ndarray:
+def read_labels(where: Version | str | Path) -> np.ndarray:
     """The int64 attribute labels [n, M], row-aligned with the index."""
-    return _read_npy(Path(index_dir) / LABELS)
+    return _read_npy(_version(where).file(LABELS))
 
 
-def read_items(index_dir: str | Path):
+def read_items(where: Version | str | Path):
     """The metadata table as a DataFrame in row order."""
     import sqlite3
 
     import pandas as pd
 
-    path = Path(index_dir) / ITEMS_DB
-    if not path.is_file():
-        raise UserError(f"{path}: {INCOMPLETE}")
+    path = _version(where).file(ITEMS_DB)
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
             return pd.read_sql_query("SELECT * FROM items ORDER BY row", conn)
@@ -209,6 +363,8 @@ def describe(info: Mapping[str, Any]) -> str:
         f"db: {info.get('db')}",
         f"built: {info.get('created')}   timing: {json.dumps(info.get('timing', {}))}",
     ]
+    if info.get("version"):
+        lines.append(f"version: {info['version']}")
     recall = info.get("recall", {})
     if recall and not recall.get("exact"):
         lines.append(f"recall@10 vs exact: {recall.get('recall@10')} on {recall.get('sample')} queries")

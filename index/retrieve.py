@@ -30,17 +30,35 @@ class QueryResult:
 
 
 class Retriever:
-    """image -> G(x, targets) -> embed -> FAISS top-k -> metadata. Loads everything once (warm path)."""
+    """image -> G(x, targets) -> embed -> FAISS top-k -> metadata. Loads everything once (warm path).
+
+    `precision`: how the editor and the query embedding run, "auto" (bf16 where the device has it
+    natively, else fp32), "fp32" (bit for bit the plain networks) or "bf16" (forced); see
+    `device.resolve_precision`. An embedder or manipulator passed in is switched to it. The thread
+    count is the caller's (`device.set_torch_threads`): it is the process's, not the retriever's.
+    """
 
     def __init__(self, index_dir: str | Path, model: str | Path | None = None, device: str | None = None,
-                 searcher: Searcher | None = None, embedder=None, manipulator=None):
+                 searcher: Searcher | None = None, embedder=None, manipulator=None,
+                 precision: str = "auto"):
+        from amgan_search.device import resolve_precision
+
+        resolve_precision(precision)  # a bad name fails before anything is loaded
         self.searcher = searcher if searcher is not None else Searcher(index_dir)
         self.device = device
         self.embedder = embedder if embedder is not None else self.searcher.embedder(device=device)
         self.searcher.check_embedder(self.embedder)
+        self.requested_precision = precision
+        self.embedder.use_precision(precision)
         self._model = model
-        self._manipulator = manipulator
+        self._manipulator = manipulator.use_precision(precision) if manipulator is not None else None
         self._catalog = None
+        self.compiled = False
+
+    @property
+    def precision(self) -> str:
+        """The precision the query embedding runs in ("fp32" or "bf16")."""
+        return self.embedder.precision
 
     @property
     def schema(self) -> Schema:
@@ -53,7 +71,22 @@ class Retriever:
             from amgan_search.registry import load_model
 
             self._manipulator = load_model(self._model, "editor", device=self.device)
+            self._manipulator.use_precision(self.requested_precision)
         return self._manipulator
+
+    def compile(self, progress=None, batch_sizes=(1, 2)) -> bool:
+        """Compile the classifier that reads the photo, the generator and the embedder with
+        torch.compile, and warm them up at `batch_sizes` (1, and 2 for a graph of any batch size,
+        as a server's micro-batches need; other shapes would run uncompiled rather than compile
+        mid-request). For long-running processes:
+        it takes from seconds to minutes. Set the thread count first: the generated kernels keep
+        the count they were compiled with. One progress line per network through `progress`; on
+        failure one warning line, and everything runs uncompiled. Returns whether compiled."""
+        from amgan_search.device import compile_paths
+
+        steps = self.manipulator.compile_steps(batch_sizes) + self.embedder.compile_steps(batch_sizes)
+        self.compiled = compile_paths(steps, progress)
+        return self.compiled
 
     def validate(self, targets: Mapping[str, str]) -> dict[str, str]:
         """Attribute names and values checked against the index's schema (UserError lists the valid ones)."""
@@ -105,11 +138,15 @@ class Retriever:
         except UserError:
             return None
 
-    def save(self, result: QueryResult, out: str | Path) -> str | None:
-        """Write edited.png, mask.png and contact.png into `out`; the edited image's path (or None)."""
+    def save(self, result: QueryResult, out: str | Path, inputs=()) -> str | None:
+        """Write edited.png, mask.png and contact.png into `out`; the edited image's path (or None).
+        Existing files of those names are replaced only when they are PNGs and not one of
+        `inputs` (the query photo's path); nothing else is touched."""
+        from amgan_search.editors import claim_pngs
         from amgan_search.images import save_image
 
         out = Path(out)
+        claim_pngs([out / name for name in ("edited.png", "mask.png", "contact.png")], inputs)
         out.mkdir(parents=True, exist_ok=True)
         edited_path = None
         if result.edited is not None:

@@ -9,24 +9,30 @@ import numpy as np
 
 from amgan_search.errors import UserError
 from amgan_search.index.faiss_index import gpu_count, import_faiss, set_search_params
-from amgan_search.index.index_dir import (check_embedder, load_info, plain, read_embeddings,
-                                          read_faiss, read_items, read_labels)
+from amgan_search.index.index_dir import (Version, check_embedder, current, plain,
+                                          read_embeddings, read_faiss, read_items, read_labels,
+                                          version_number)
 from amgan_search.schema import Schema
 
 
 class Searcher:
-    """A loaded index: FAISS search, metadata joins and the `where` filter. Load once, search often."""
+    """A loaded index: FAISS search, metadata joins and the `where` filter. Load once, search often.
+
+    Every file comes from one version of the index (`index_dir.current`), each checked against its
+    sha256, so a writer switching versions meanwhile is never seen half-way.
+    """
 
     def __init__(self, index_dir: str | Path, use_gpu: bool | None = None):
         self.dir = Path(index_dir)
-        self.info = load_info(self.dir)
-        self.schema = Schema.from_dict(self.info["schema"])
-        self.kind = self.info["type"]
-        index = read_faiss(self.dir)
-        set_search_params(index, self.kind, self.info.get("params", {}))
-        self.items = read_items(self.dir)
-        self.labels = read_labels(self.dir)
-        self._check_files_agree(index)
+        seen = version_number(self.dir)
+        try:
+            index = self._load(current(self.dir))
+        except UserError:
+            # Two writers may have switched versions while this loaded, removing the one it had
+            # resolved: then load the version current now, once. A damaged index fails again.
+            if version_number(self.dir) == seen:
+                raise
+            index = self._load(current(self.dir))
         if use_gpu is None:
             use_gpu = gpu_count() > 0
         if use_gpu and self.kind != "hnsw":  # HNSW has no GPU version
@@ -36,12 +42,37 @@ class Searcher:
         self.ids = self.items["id"].tolist()
         self._row_of = {str(i): r for r, i in enumerate(self.ids)}
 
+    def _load(self, version: Version):
+        """Read one version's files into self; returns its FAISS index (on the CPU)."""
+        self.version = version
+        self.info = version.info
+        self.schema = Schema.from_dict(self.info["schema"])
+        self.kind = self.info["type"]
+        index = read_faiss(version)
+        set_search_params(index, self.kind, self.info.get("params", {}))
+        self.items = read_items(version)
+        self.labels = read_labels(version)
+        # Mapped now, read when used: the mapping outlives a later version switch.
+        self._embeddings = read_embeddings(version, mmap=True)
+        self._check_files_agree(index)
+        return index
+
     def _check_files_agree(self, index) -> None:
-        n = self.info["count"]
-        if not (index.ntotal == n == len(self.items) == len(self.labels)) or index.d != self.info["dim"]:
-            raise UserError(f"{self.dir}: index files disagree (index {index.ntotal} x {index.d}, "
-                            f"items {len(self.items)}, labels {len(self.labels)}, "
-                            f"index.json {n}); rebuild it")
+        n, dim, m = self.info["count"], self.info["dim"], self.schema.n_attributes
+        where = self.version.folder
+        found = {"index.faiss": (index.ntotal, index.d), "items.db": (len(self.items), None),
+                 "labels.npy": self.labels.shape, "embeddings.npy": self._embeddings.shape}
+        want = {"index.faiss": (n, dim), "items.db": (n, None), "labels.npy": (n, m),
+                "embeddings.npy": (n, dim)}
+        for name, shape in found.items():
+            if tuple(shape) != want[name]:
+                got = " x ".join(str(s) for s in shape if s is not None)
+                expect = " x ".join(str(s) for s in want[name] if s is not None)
+                raise UserError(f"{where / name}: holds {got}, but index.json says {expect} "
+                                "(the index's files disagree; rebuild it)")
+        if self.labels.dtype != np.int64 or self._embeddings.dtype != np.float16:
+            raise UserError(f"{where}: labels.npy must be int64 and embeddings.npy float16, got "
+                            f"{self.labels.dtype} and {self._embeddings.dtype}; rebuild the index")
 
     @property
     def count(self) -> int:
@@ -49,7 +80,7 @@ class Searcher:
 
     def embeddings(self) -> np.ndarray:
         """The stored float16 vectors, memory-mapped (exact re-search without re-embedding)."""
-        return read_embeddings(self.dir, mmap=True)
+        return self._embeddings
 
     def row_of(self, item_id) -> int:
         """Row of an item id, or -1 when the item is not in the index."""

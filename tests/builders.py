@@ -78,3 +78,26 @@ def index_from_vectors(out: Path, vectors: np.ndarray, labels: np.ndarray, items
 
     return build_from_vectors(out, vectors, labels, item_records(items, labels, schema), schema,
                               {"path": None, "digest": digest}, index_type=index_type)
+
+
+def tiny_world(root: Path) -> dict:
+    """A tiny catalog, classifier, manipulator and an index over them: what the CLI tests use."""
+    from amgan_search.index.build import build_index
+    from amgan_search.index.embed import load_embedder
+
+    db = make_catalog(root)
+    cam = make_classifier(root / "cam")
+    build_index(db, root / "index", load_embedder(cam, device="cpu"), workers=0, progress=False)
+    return {"root": root, "db": db, "cam": cam, "gan": make_manipulator(root / "gan", cam),
+            "index": root / "index", "image": root / "catalog" / "img" / "4.png"}
+
+
+def assert_refused(result, *needles) -> None:
+    """A CLI result that is exit 2 and one error line naming the needles, no traceback."""
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines()
+              if line.startswith("error:") or line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in errors[0], errors[0]

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from amgan_search.cli.main import cli
-from builders import make_catalog, make_classifier, make_manipulator
+from builders import assert_refused, make_catalog, tiny_world
 
 BIN = [sys.executable, "-m", "amgan_search.cli.main"]
 
@@ -30,27 +30,9 @@ def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
-def assert_refused(result, *needles):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error:") or line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bad")
-    db = make_catalog(root)
-    cam = make_classifier(root / "cam")
-    gan = make_manipulator(root / "gan", cam)
-    result = run("index", "build", "--db", db, "--out", root / "index", "--embedder", cam,
-                 "--workers", 0, "--quiet", "--device", "cpu")
-    assert result.exit_code == 0, result.output
-    return {"root": root, "db": db, "cam": cam, "gan": gan, "index": root / "index",
-            "image": root / "catalog" / "img" / "4.png"}
+    return tiny_world(tmp_path_factory.mktemp("bad"))
 
 
 def _odd_images(folder: Path) -> dict[str, Path]:
@@ -135,10 +117,12 @@ def test_unknown_attribute_names_and_values(world):
 def test_an_index_folder_with_a_missing_or_corrupted_file(world, tmp_path, damage, name):
     import shutil
 
+    from amgan_search.index.index_dir import current
+
     broken = tmp_path / "index"
     shutil.copytree(world["index"], broken)
-    target = broken / name
-    assert target.exists(), sorted(p.name for p in broken.iterdir())
+    target = current(broken).folder / name  # the current version's file, where readers look
+    assert target.exists(), sorted(p.name for p in target.parent.iterdir())
     if damage == "missing":
         target.unlink()
     else:
@@ -222,10 +206,13 @@ def test_index_build_failing_mid_write_keeps_the_old_index(world, tmp_path, monk
 
     monkeypatch.setattr(index_dir, "write_json", dies_after_the_faiss_file)
     with pytest.raises(KeyboardInterrupt):
-        build.build_index(db, index, _embedder(world["cam"]), workers=0, progress=False)
+        build.build_index(db, index, _embedder(world["cam"]), workers=0, progress=False,
+                          force=True)
     monkeypatch.undo()
     assert search.Searcher(index, use_gpu=False).count == 24
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    for folder in (tmp_path, index, index / "versions"):  # no temporary leftovers anywhere
+        assert [p.name for p in folder.iterdir()
+                if p.name.startswith(".") and p.name.endswith(".tmp")] == []
 
 
 def _embedder(path):

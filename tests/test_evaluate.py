@@ -96,16 +96,10 @@ def test_the_cli_names_the_flag_of_a_bad_method_or_k(tmp_path):
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
-    from amgan_search.index.build import build_index
-    from amgan_search.index.embed import load_embedder
-    from builders import make_catalog, make_classifier, make_manipulator
+    from builders import make_classifier, tiny_world
 
-    root = tmp_path_factory.mktemp("bench")
-    db = make_catalog(root)
-    cam = make_classifier(root / "cam")
-    build_index(db, root / "index", load_embedder(cam, device="cpu"), workers=0, progress=False)
-    return {"root": root, "db": db, "index": root / "index",
-            "gan": make_manipulator(root / "gan", cam), "eval": make_classifier(root / "eval", 5, "eval")}
+    world = tiny_world(tmp_path_factory.mktemp("bench"))
+    return {**world, "eval": make_classifier(world["root"] / "eval", 5, "eval")}
 
 
 def _run(bench, out, methods):

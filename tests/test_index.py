@@ -97,10 +97,11 @@ def test_missing_or_corrupt_index_is_one_line_error(tmp_path, tiny, damage):
 
     broken = tmp_path / "broken"
     shutil.copytree(tiny["index"], broken)
+    faiss_file = index_dir.current(broken).folder / index_dir.INDEX_FILE
     if damage == "missing":
-        (broken / index_dir.INDEX_FILE).unlink()
+        faiss_file.unlink()
     elif damage == "garbage":
-        (broken / index_dir.INDEX_FILE).write_bytes(b"\x00not a faiss index" * 10)
+        faiss_file.write_bytes(b"\x00not a faiss index" * 10)
     else:
         (broken / index_dir.INFO).write_text("{ nope")
     with pytest.raises(UserError) as err:

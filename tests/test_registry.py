@@ -8,7 +8,7 @@ import torch
 
 from amgan_helpers import SCHEMA
 from amgan_search import registry
-from amgan_search.checkpoint import CONFIG, WEIGHTS, save_model_dir
+from amgan_search.checkpoint import CONFIG, MODEL_FILES, WEIGHTS, record_sums, save_model_dir
 from amgan_search.editors import Manipulator
 from amgan_search.errors import UserError
 from amgan_search.io import read_json, write_json
@@ -33,6 +33,12 @@ def _editor(path, classifier=None):
     net = EditNet.from_config(config)
     save_model_dir(path, config, {f"net.{k}": v for k, v in net.state_dict().items()})
     return path
+
+
+def _edit_config(path, config):
+    """Change a model's config.json by hand, its digests recorded again (a consistent folder)."""
+    write_json(path / CONFIG, config)
+    record_sums(path, MODEL_FILES)
 
 
 @pytest.fixture
@@ -78,10 +84,10 @@ def test_bad_models_are_user_errors(shipped, tmp_path):
         registry.load_model(shipped / "classifier-cam", "editor", device="cpu")
     broken = _editor(tmp_path / "broken")
     config = read_json(broken / CONFIG)
-    write_json(broken / CONFIG, {k: v for k, v in config.items() if k != "c_dim"})
+    _edit_config(broken, {k: v for k, v in config.items() if k != "c_dim"})
     with pytest.raises(UserError, match="no 'c_dim' entry"):
         registry.load_model(broken, "editor", device="cpu")
-    write_json(broken / CONFIG, {**config, "conv_dim": 16})
+    _edit_config(broken, {**config, "conv_dim": 16})
     with pytest.raises(UserError, match=f"{WEIGHTS}: weights do not fit the config"):
         registry.load_model(broken, "editor", device="cpu")
     from amgan_search.schema import DEFAULT_SCHEMA

@@ -121,13 +121,15 @@ def test_help_lists_the_chosen_index_attributes(tmp_path):
 def test_corrupt_index_is_one_line_error(setup, tmp_path):
     import shutil
 
+    from amgan_search.index.index_dir import current
+
     broken = tmp_path / "broken"
     shutil.copytree(setup["index"], broken)
-    (broken / "index.faiss").write_bytes(b"junk")
+    (current(broken).folder / "index.faiss").write_bytes(b"junk")
     for args in (["index", "info", broken],
                  ["query", setup["image"], "--index", broken, "--no-edit"]):
         result = invoke(*args)
-        assert result.exit_code == 2 and "corrupt or unreadable FAISS index" in result.output
+        assert result.exit_code == 2 and "index.faiss: damaged" in result.output
         assert len(result.output.strip().splitlines()) == 1
 
 

@@ -101,7 +101,7 @@ def test_csv_catalog_bad_input(tmp_path, change, message):
 def test_csv_catalog_missing_image_and_other_file_problems(tmp_path):
     path = write_csv_catalog(tmp_path / "cat", ROWS)
     (tmp_path / "cat" / "img" / "c.png").unlink()
-    with pytest.raises(UserError, match=r"items.csv: image .*c.png does not exist"):
+    with pytest.raises(UserError, match=r"items.csv:4: image .*c.png does not exist"):  # its row
         read_csv_catalog(path)
     path.write_text("id,path,color\na,img/a.png,red,extra\n")
     with pytest.raises(UserError, match=r"items.csv:2: 3 columns expected"):

@@ -1,4 +1,5 @@
-"""The CNN+CAM attribute classifier: a torchvision ResNet with one linear head per attribute.
+"""The CNN+CAM attribute classifier: a ResNet (`nets.resnet`: torchvision's, with its parameter
+names) with one linear head per attribute.
 
 One network serves three roles in AMGAN (paper, Sec. 3): its class activation map for the target
 value is the attention ground truth a*, its conv5 and avg-pool features are the perceptual
@@ -18,12 +19,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from amgan_search.checkpoint import WEIGHTS
 from amgan_search.errors import UserError
 from amgan_search.images import resize_batch
+from amgan_search.nets.resnet import resnet
 from amgan_search.schema import MISSING, Schema
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -57,24 +58,23 @@ def default_output_stride(size: int, role: str = "cam") -> int:
 
 
 def _resnet(arch: str, output_stride: int) -> nn.Module:
-    """A torchvision ResNet without its ImageNet fc, with the output stride reduced as asked."""
+    """A ResNet without its ImageNet fc, with the output stride reduced as asked."""
     if arch not in ARCHS:
         raise UserError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHS)}")
     if output_stride not in OUTPUT_STRIDES:
         raise UserError(f"output stride {output_stride} not supported; valid: 8, 16, 32")
-    builder = getattr(torchvision.models, arch)
     # Stages that lose their stride: layer4 for 16, layer3 and layer4 for 8.
     unstrided = {32: [], 16: ["layer4"], 8: ["layer3", "layer4"]}[output_stride]
     bottleneck = arch not in ("resnet18", "resnet34")
     if bottleneck:
         # Bottleneck blocks support dilation, which keeps the receptive field of the strided
         # network (and so the meaning of ImageNet weights) while keeping the map larger.
-        net = builder(weights=None, replace_stride_with_dilation=[
+        net = resnet(arch, replace_stride_with_dilation=[
             False, "layer3" in unstrided, "layer4" in unstrided])
     else:
         # BasicBlock has no dilation: the first block's stride is simply set to 1 (its 3x3 conv
         # and its 1x1 downsample), so the stage sees a finer grid with a smaller receptive field.
-        net = builder(weights=None)
+        net = resnet(arch)
         for name in unstrided:
             block = getattr(net, name)[0]
             block.conv1.stride = (1, 1)

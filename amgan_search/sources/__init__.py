@@ -8,11 +8,16 @@
 
 Every reader checks its input fully before anything is written, and says which file and line is bad.
 This module holds what the readers share: the record types, the checks, the dispatch and the counts.
+
+Item paths stay inside the catalog: every path is resolved (symlinks followed) and refused when the
+file it names lies outside the root, at import and again at every read (`resolve_inside`), so
+neither a `..`, an absolute path nor a symlink in a CSV or a hand-edited DB opens another file.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -28,6 +33,9 @@ SPLITS = ("train", "val", "test")
 # both), are the same column.
 RESERVED = ("id", "path", "split")
 CATEGORY, GENDER = "category", "gender"
+# SQLite's own names for a table's row number: a column of that name would hide it, and the
+# catalog orders its items by it.
+ROWID_NAMES = ("rowid", "oid", "_rowid_")
 
 
 @dataclass
@@ -41,6 +49,10 @@ class Record:
     category: str | None = None
     gender: str | None = None
     extra: dict[str, str | None] = field(default_factory=dict)
+    origin: str = ""  # where it was read (`file:line`), for messages about this row
+
+    def where(self, fallback: object) -> str:
+        return self.origin or f"{fallback}: item {self.id!r}"
 
 
 @dataclass
@@ -58,17 +70,43 @@ class Source:
 # Checks shared by the readers
 # ---------------------------------------------------------------------------------------------
 
+def sql_fold(name: str) -> str:
+    """A column name as SQLite compares them: ASCII letters without case, everything else as is."""
+    return name.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def check_column_names(names: Sequence[str], where: str) -> None:
+    """Columns SQLite can hold side by side: no two equal ignoring case, none named like the rowid."""
+    seen: dict[str, str] = {}
+    for name in names:
+        key = sql_fold(name)
+        if key in ROWID_NAMES:
+            raise UserError(f"{where}: a column cannot be named {name!r} "
+                            f"(SQLite's name for the row number)")
+        if key in seen:
+            raise UserError(f"{where}: columns {seen[key]!r} and {name!r} differ only in case; "
+                            f"SQLite column names ignore case, so rename one")
+        seen[key] = name
+
+
 def check_attribute_names(names: Sequence[str], where: str) -> None:
-    """Attribute names are non-empty, unpadded, unique and not a reserved column."""
-    seen = set()
+    """Attribute names are non-empty, unpadded, unique and not a reserved column (ignoring case)."""
     for name in names:
         if not name or name != name.strip():
             raise UserError(f"{where}: attribute name {name!r} is empty or has surrounding spaces")
-        if name in RESERVED:
+        if sql_fold(name) in RESERVED:
             raise UserError(f"{where}: {name!r} cannot be an attribute name (reserved column)")
-        if name in seen:
-            raise UserError(f"{where}: attribute {name!r} appears twice")
-        seen.add(name)
+        if sql_fold(name) in (CATEGORY, GENDER) and name not in (CATEGORY, GENDER):
+            # `category`/`gender` attributes share the column of that name; another case would not.
+            raise UserError(f"{where}: attribute {name!r} differs from the column "
+                            f"{sql_fold(name)!r} only in case; name it {sql_fold(name)!r}")
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if list(names).count(n) > 1)
+        raise UserError(f"{where}: attribute {twice!r} appears twice")
+    check_column_names(names, where)
 
 
 def check_relative(rel: str, where: str) -> None:
@@ -80,12 +118,81 @@ def check_relative(rel: str, where: str) -> None:
         raise UserError(f"{where}: image path {rel!r} leaves the catalog folder (..)")
 
 
+def resolve_inside(root: Path, rel: str, where: str) -> Path:
+    """The file `rel` names under `root` (resolved: `..` and symlinks followed), or a UserError when
+    that file lies outside `root`. `root` must be resolved already."""
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root):
+        raise UserError(f"{where}: image path {rel!r} leads outside the catalog folder {root}")
+    return path
+
+
+def image_file(path: str) -> str:
+    """The file part of an item path: `G2.h5` of `G2.h5#7`, else the path itself."""
+    m = H5_ROW.match(path)
+    return m["file"] if m else path
+
+
 def check_image_files(root: Path, records: list[Record], where: Path) -> None:
-    """Every record's image file exists under `root`; `where` names the list that points to them."""
-    missing = [r.path for r in records if not (root / r.path).is_file()]
+    """Every record's image file exists inside `root`; `where` names the list that points to them."""
+    root = Path(root).resolve()
+    missing = []
+    for r in records:
+        file = resolve_inside(root, image_file(r.path), r.where(where))
+        if not file.is_file():
+            missing.append((r, file))
     if missing:
+        r, file = missing[0]
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise UserError(f"{where}: image {root / missing[0]} does not exist{more}")
+        raise UserError(f"{r.where(where)}: image {file} does not exist{more}")
+
+
+def check_images_decode(source: Source, where: str | Path, progress: bool = True) -> None:
+    """Decode every item's image, so an import names the rows a later read would fail on.
+
+    A G2.h5 row is a raw array, not an encoded image: reading one proves nothing about the others,
+    except the last row, whose bytes end the dataset, so a file cut short fails there. That row is
+    read per HDF5 file instead of every row (which would read the whole, many-gigabyte, file).
+    """
+    from tqdm import tqdm
+
+    root = Path(source.root).resolve()
+    files, last_rows = [], {}  # last_rows: HDF5 file -> (row, record) of its highest row
+    for r in source.records:
+        m = H5_ROW.match(r.path)
+        if m is None:
+            files.append(r)
+        elif int(m["row"]) >= last_rows.get(m["file"], (-1, r))[0]:
+            last_rows[m["file"]] = (int(m["row"]), r)
+    bad: list[tuple[str, str]] = []  # (row, problem)
+    todo = [*files, *(r for _, r in last_rows.values())]
+    for r in tqdm(todo, desc="check images", unit="img", file=sys.stderr, disable=not progress,
+                  leave=False):
+        try:
+            file = resolve_inside(root, image_file(r.path), r.where(where))
+        except UserError as exc:
+            bad.append((r.where(where), str(exc).removeprefix(f"{r.where(where)}: ")))
+            continue
+        try:
+            _decode(file, r.path)
+        except UserError as exc:
+            bad.append((r.where(where), str(exc)))
+    if bad:
+        others = ", ".join(row for row, _ in bad[1:4]) + (", ..." if len(bad) > 4 else "")
+        more = f" (and {len(bad) - 1} more bad images: {others})" if len(bad) > 1 else ""
+        raise UserError(f"{bad[0][0]}: {bad[0][1]}{more}")
+
+
+def _decode(file: Path, path: str):
+    from amgan_search.images import load_image
+
+    m = H5_ROW.match(path)
+    return load_image(file) if m is None else read_g2_image(file, int(m["row"]))
+
+
+def read_item_image(root: Path, path: str, where: str):
+    """An item's image as uint8 HxWx3: a file inside `root` (resolved), or row i of an HDF5 file."""
+    return _decode(resolve_inside(root, image_file(path), where), path)
 
 
 def read_attribute_spec(path: Path, allow_empty: bool = False) -> dict[str, list[str]]:
@@ -189,9 +296,11 @@ from amgan_search.sources.shopping100k import read_attr_num, read_shopping100k  
 
 __all__ = [
     "CATEGORY", "DFS_CATEGORIES", "DFS_COLORS", "DFS_FILES", "DFS_GENDERS", "DFS_SCHEMA",
-    "DFS_SLEEVES", "FORMATS", "GENDER", "H5_ROW", "RESERVED", "SPLITS", "DfsLabels", "Record",
-    "Source", "check_attribute_names", "check_g2", "check_image_files", "check_relative",
-    "empty_counts", "hash_split", "read_attr_num", "read_attribute_spec", "read_csv_catalog",
+    "DFS_SLEEVES", "FORMATS", "GENDER", "H5_ROW", "RESERVED", "ROWID_NAMES", "SPLITS", "DfsLabels",
+    "Record", "Source", "check_attribute_names", "check_column_names", "check_g2",
+    "check_image_files", "check_images_decode", "check_relative", "empty_counts", "hash_split",
+    "image_file", "read_attr_num", "read_attribute_spec", "read_csv_catalog",
     "read_deepfashion_synthesis", "read_dfs_labels", "read_g2_image", "read_g2_row",
-    "read_shopping100k", "read_source", "sort_splits", "source_counts",
+    "read_item_image", "read_shopping100k", "read_source", "resolve_inside", "sort_splits",
+    "source_counts", "sql_fold",
 ]

@@ -17,7 +17,8 @@ from typing import Sequence
 from amgan_search.errors import UserError
 from amgan_search.schema import Schema
 from amgan_search.sources import (CATEGORY, GENDER, SPLITS, Record, Source, check_attribute_names,
-                                  check_image_files, check_relative, read_attribute_spec)
+                                  check_column_names, check_image_files, check_relative,
+                                  read_attribute_spec)
 
 # Columns with a meaning of their own; any other column is an attribute or an extra.
 STANDARD = ("id", "path", "split", CATEGORY, GENDER)
@@ -78,8 +79,14 @@ def _attribute_columns(table: _Table, attributes: Sequence[str] | None,
                        spec: dict | None, schema_path: Path) -> list[str]:
     """The attribute columns: `attributes`, else schema.json's keys, else every non-standard column."""
     path, header = table.path, table.header
+    if "" in header:
+        raise UserError(f"{path}: column {header.index('') + 1} of the header has no name")
     if len(set(header)) != len(header):
-        raise UserError(f"{path}: a column name appears twice in the header")
+        twice = next(h for h in header if header.count(h) > 1)
+        raise UserError(f"{path}: column {twice!r} appears twice in the header")
+    # `ID` beside `id` (or `Category` beside the category column every catalog has) would be one
+    # column to SQLite, which ignores case in column names.
+    check_column_names(list(dict.fromkeys([CATEGORY, GENDER, *header])), str(path))
     for required in ("id", "path"):
         if required not in header:
             raise UserError(f"{path}: missing required column {required!r} (header: {', '.join(header)})")
@@ -149,7 +156,7 @@ def _build_schema(path: Path, names: list[str], spec: dict | None, found: dict[s
 def _build_records(table: _Table, names: list[str], extras: list[str]) -> list[Record]:
     has_split = "split" in table.header
     records = []
-    for _, row in table.rows:
+    for lineno, row in table.rows:
         values = {n: (_cell(row, n) or None) for n in names}
         item_id = _cell(row, "id")
         records.append(Record(
@@ -160,6 +167,7 @@ def _build_records(table: _Table, names: list[str], extras: list[str]) -> list[R
             category=values[CATEGORY] if CATEGORY in names else (_cell(row, CATEGORY) or None),
             gender=values[GENDER] if GENDER in names else (_cell(row, GENDER) or None),
             extra={k: (row.get(k) if row.get(k) != "" else None) for k in extras},
+            origin=f"{table.path}:{lineno}",
         ))
     return records
 

@@ -105,7 +105,7 @@ def _read_split(folder: Path, split: str, schema: Schema, bounds: np.ndarray,
         values = _parse_labels(line, f"{labels_path}:{lineno}", schema, bounds)
         records.append(Record(
             id=rel, split=split, attributes=values, path=rel,
-            category=values.get(CATEGORY), gender=values.get(GENDER),
+            category=values.get(CATEGORY), gender=values.get(GENDER), origin=where,
         ))
     return records
 

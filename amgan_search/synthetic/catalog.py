@@ -1,6 +1,9 @@
 """Synthetic catalogs on disk: render n scenes into images/ plus catalog.csv (one row per image,
 its attributes and its whole scene as JSON), schema.json and synthetic.json (the settings), and
-read the scenes back."""
+read the scenes back.
+
+The folder carries the "catalog" marker (`outputs.mark`): a synthetic catalog is replaced only when
+asked to (`overwrite`), and a folder holding anything else is never written into."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from amgan_search.errors import UserError
+from amgan_search.outputs import OutputExists, claim_dir, mark
 from amgan_search.schema import SYNTHETIC_ATTRIBUTES, Schema, synthetic_schema
 from amgan_search.synthetic.paint import render
 from amgan_search.synthetic.scene import SCENE_VERSION, Scene, sample_scene
@@ -24,13 +28,18 @@ CATALOG_CSV = "catalog.csv"
 SCHEMA_JSON = "schema.json"
 SETTINGS_JSON = "synthetic.json"
 
+# Limits of a request, each one line when crossed rather than an allocation that fails:
+# - the side: below 16 px the figure is a few pixels; one 1024 px render takes about 90 MB in
+#   each render process (one per core), and the side's square grows that fast (100,000 px: a
+#   37 GiB array);
+# - the count: the scene table is held in memory, about 1.2 KB a scene (1.2 GB at the limit);
+# - the seed: numpy's seed words are 32-bit, so a larger one adds nothing.
+MIN_SIZE, MAX_SIZE = 16, 1024
+MAX_N = 1_000_000
+MAX_SEED = 2**32 - 1
 
-class NotEmpty(UserError):
-    """The output directory holds files and overwriting was not asked for."""
-
-    def __init__(self, path: Path):
-        super().__init__(f"{path}: exists and is not empty; overwrite replaces it")
-        self.path = path
+# The synthetic catalog that is there already and was not asked to be replaced.
+NotEmpty = OutputExists
 
 
 class SceneRow(NamedTuple):
@@ -98,15 +107,19 @@ def write_catalog(out_dir: str | os.PathLike, n: int, seed: int = 0, size: int =
     """Render n scenes into OUT_DIR: images/, catalog.csv, schema.json, synthetic.json.
 
     The directory is built beside OUT_DIR under a temporary name and renamed into place, so a
-    reader never sees half a catalog. Same arguments -> byte-identical files.
+    reader never sees half a catalog. Same arguments -> byte-identical files. An existing OUT_DIR
+    is replaced only when it is a synthetic catalog and `overwrite` is given.
     """
-    from amgan_search.io import atomic_dir, write_json
+    from amgan_search.io import atomic_dir, write_json, writer_lock
 
     out = Path(out_dir)
-    schema = _check_request(out, n, size, attributes, fmt, test_fraction, overwrite)
+    schema = _check_request(out, n, seed, size, attributes, fmt, test_fraction)
+    claim_dir(out, "catalog", force=overwrite)  # before the work; again once the lock is held
     rows = catalog_scenes(int(n), seed, schema.names, test_fraction)
     workers = _default_workers(n) if workers is None else max(1, int(workers))
-    with atomic_dir(out) as tmp:
+    with writer_lock(out), atomic_dir(out) as tmp:
+        claim_dir(out, "catalog", force=overwrite)
+        mark(tmp, "catalog")
         _render_images(tmp, [scene for _, scene in rows], int(size), fmt, workers, progress)
         _write_table(tmp / CATALOG_CSV, schema, rows, fmt)
         write_json(tmp / SCHEMA_JSON, schema.to_dict())
@@ -117,27 +130,33 @@ def write_catalog(out_dir: str | os.PathLike, n: int, seed: int = 0, size: int =
     return out
 
 
-def _check_request(out: Path, n, size, attributes: Sequence[str], fmt: str,
-                   test_fraction: float, overwrite: bool) -> Schema:
+def _whole(value, low: int, high: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and low <= value <= high
+
+
+def _check_request(out: Path, n, seed, size, attributes: Sequence[str], fmt: str,
+                   test_fraction: float) -> Schema:
     """The schema of the catalog asked for, or a UserError naming OUT_DIR and the bad value."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
-        raise UserError(f"{out}: the number of images must be a positive integer, got {n!r}")
+    if not _whole(n, 1, MAX_N):
+        raise UserError(f"{out}: the number of images must be a whole number in 1..{MAX_N:,}, got {n!r}")
+    if not _whole(seed, 0, MAX_SEED):
+        raise UserError(f"{out}: the seed must be a whole number in 0..{MAX_SEED}, got {seed!r}")
+    if not _whole(size, MIN_SIZE, MAX_SIZE):
+        raise UserError(f"{out}: the image size must be a whole number in {MIN_SIZE}..{MAX_SIZE}, "
+                        f"got {size!r}")
     if fmt not in FORMATS:
         raise UserError(f"{out}: unknown image format {fmt!r}; valid: {', '.join(FORMATS)}")
     if not 0.0 <= test_fraction < 1.0:
         raise UserError(f"{out}: test fraction must be in [0, 1), got {test_fraction}")
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 16:
-        raise UserError(f"{out}: image size must be an integer >= 16, got {size!r}")
     try:
         schema = synthetic_schema(list(attributes))
     except UserError as exc:
         raise UserError(f"{out}: {exc}") from None
     if not schema.attributes:
         raise UserError(f"{out}: no attributes given; valid: {', '.join(SYNTHETIC_ATTRIBUTES)}")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise NotEmpty(out)
+    parent = next((p for p in out.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():  # `a_file/sub`: one line, not an OSError
+        raise UserError(f"{out}: {parent} is a file, not a folder")
     return schema
 
 

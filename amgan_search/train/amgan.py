@@ -29,15 +29,15 @@ import torch
 from amgan_search import checkpoint as ckpt
 from amgan_search.device import barrier, init_distributed, teardown_distributed
 from amgan_search.errors import UserError
-from amgan_search.io import read_json, write_json
+from amgan_search.io import read_json
 from amgan_search.registry import load_model, shipped_model
 from amgan_search.schema import Schema
 from amgan_search.train.batches import (DataOrder, ReferencePicker, batch_stream, group_keys,
                                         reference_images)
 from amgan_search.train.config import AmganConfig
-from amgan_search.train.loop import (LOG, RUN_CONFIG, RunFolder, due, from_every_rank, progress_bar,
-                                     rng_state, sample_grid, set_rng_state, tensorboard,
-                                     training_seconds)
+from amgan_search.train.loop import (LOG, RUN_CONFIG, RunFolder, due, from_every_rank, open_run,
+                                     progress_bar, rng_state, sample_grid, set_rng_state,
+                                     tensorboard, training_seconds)
 from amgan_search.train.trainer import AmganTrainer, lr_at
 
 
@@ -46,7 +46,9 @@ def train_amgan(config: AmganConfig, *, dataset=None, schema: Schema | None = No
     """Train one method; returns the output directory (model.safetensors + config.json).
 
     `dataset`, `schema` and `classifier` may be passed in already built (tests, notebooks); by
-    default they come from `config.db` and `config.classifier`.
+    default they come from `config.db` and `config.classifier`. The output folder is claimed and
+    locked while the run writes it (`loop.open_run`): an existing run is continued only with
+    `config.resume`.
     """
     with amgan_run(config, dataset=dataset, schema=schema, classifier=classifier) as run:
         return run.train()
@@ -60,8 +62,10 @@ def amgan_run(config: AmganConfig, *, dataset=None, schema: Schema | None = None
         torch.set_num_threads(config.threads)
     rank, world, device, started = init_distributed(config.device)
     try:
-        yield AmganRun(config, rank, world, device, dataset=dataset, schema=schema,
-                       classifier=classifier)
+        with open_run(config.out, config.resume, inputs=(config.db, config.classifier),
+                      writes=rank == 0):
+            yield AmganRun(config, rank, world, device, dataset=dataset, schema=schema,
+                           classifier=classifier)
     finally:
         teardown_distributed(started)
 
@@ -87,7 +91,7 @@ class AmganRun:
         self.picker = (ReferencePicker(self.labels, group_keys(self.dataset))
                        if config.use_perceptual else None)
         self.order = DataOrder(len(self.dataset), config.batch_size, config.seed, rank, world)
-        self.start = self._resume() if config.resume else 0
+        self.start = self._resume() if config.resume else self._fresh()
         self.folder.write_config(dataclasses.asdict(config))
         self.x_sample, self.y_sample = self._sample_batch()
 
@@ -150,6 +154,11 @@ class AmganRun:
                             f"before iteration {cfg.end}")
         return start
 
+    def _fresh(self) -> int:
+        """A fresh start: a log a kill before the first checkpoint left describes nothing now."""
+        self.folder.trim_log(0)
+        return 0
+
     def _sample_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A fixed batch for the sample grids, the same every run of this seed."""
         idx = np.random.default_rng([self.config.seed, 99]).permutation(len(self.dataset))[:8]
@@ -197,9 +206,9 @@ class AmganRun:
     def _finish(self) -> Path:
         out, end = self.folder.out, self.config.end
         if self.folder.writes:
-            ckpt.save_weights(out / ckpt.WEIGHTS, _generator(self.trainer.tensors()), half=True)
-            write_json(out / ckpt.CONFIG, model_config(self.config, self.schema, end,
-                                                      self.folder.training_seconds(end)))
+            ckpt.save_model_files(out, model_config(self.config, self.schema, end,
+                                                    self.folder.training_seconds(end)),
+                                  _generator(self.trainer.tensors()), half=True)
         barrier()
         return out
 
@@ -238,11 +247,9 @@ def _classifier_record(config: AmganConfig) -> dict | None:
             path = shipped_model("classifier-cam")
         except UserError:
             return {"path": None, "sha256": None}
-    from amgan_search.nets.classifier import classifier_digest
-
     weights = path / ckpt.WEIGHTS
     return {"path": str(path.resolve()),
-            "sha256": classifier_digest(weights) if weights.is_file() else None}
+            "sha256": ckpt.weights_sha256(path) if weights.is_file() else None}
 
 
 def model_config(config: AmganConfig, schema: Schema, iterations: int, wall_s: float) -> dict:
@@ -271,7 +278,8 @@ def model_config(config: AmganConfig, schema: Schema, iterations: int, wall_s: f
 
 
 def export_model(run_dir: str | Path, out: str | Path, step: int | None = None) -> dict:
-    """A run's checkpoint (the latest, or `step`) -> a model directory the manipulator loads.
+    """A run's checkpoint (the latest, or `step`) -> a model directory the manipulator loads
+    (`out` claimed by the caller: `export.export_run`).
 
     A long run ships snapshots while it goes on: the generator's weights in fp16 and the config
     with the iterations actually done, so the model card can say exactly what was trained.
@@ -287,6 +295,8 @@ def export_model(run_dir: str | Path, out: str | Path, step: int | None = None) 
             raise UserError(f"{path}: no such checkpoint")
     fields = {f.name for f in dataclasses.fields(AmganConfig)}
     saved = read_json(run_dir / RUN_CONFIG)
+    if not isinstance(saved, dict):
+        raise UserError(f"{run_dir / RUN_CONFIG}: not a JSON object")
     config = AmganConfig(**{k: (tuple(v) if isinstance(v, list) else v)
                             for k, v in saved.items() if k in fields})
     tensors, state = ckpt.load_checkpoint(path)

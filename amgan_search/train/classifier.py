@@ -34,18 +34,19 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from amgan_search.checkpoint import (CONFIG, WEIGHTS, load_model_dir, load_weights, save_model_dir,
-                                     save_weights)
+from amgan_search.checkpoint import WEIGHTS, load_model_dir, save_model_dir, save_model_files
 from amgan_search.device import pick_device
 from amgan_search.errors import UserError
-from amgan_search.io import write_json
-from amgan_search.nets.classifier import ARCHS, ROLES, AttributeClassifier, default_output_stride
+from amgan_search.nets.classifier import (ARCHS, OUTPUT_STRIDES, ROLES, AttributeClassifier,
+                                          default_output_stride)
+from amgan_search.registry import read_model
 from amgan_search.schema import MISSING, Schema
 from amgan_search.train.classifier_data import (EpochSampler, Splits, accuracy_line, catalog_splits,
                                                 class_weights, dataset_labels, evaluate_classifier,
                                                 given_splits)
+from amgan_search.train.checks import SEED_MAX, TRAIN_SIZES, number, whole
 from amgan_search.train.classifier_init import check_init, initialise
-from amgan_search.train.loop import RunFolder, progress_bar, rng_state, set_rng_state
+from amgan_search.train.loop import RunFolder, open_run, progress_bar, rng_state, set_rng_state
 
 OPTIMIZERS = ("adamw", "sgd")
 # Defaults by role. The evaluation classifier must not share the CAM network's seed or its
@@ -88,17 +89,12 @@ class ClassifierConfig:
         c = dataclasses.replace(self)
         defaults = ROLE_DEFAULTS[c.role]
         c.arch = c.arch or defaults["arch"]
-        c.seed = defaults["seed"] if c.seed is None else int(c.seed)
+        c.seed = defaults["seed"] if c.seed is None else c.seed
         if c.arch not in ARCHS:
             raise UserError(f"unknown architecture {c.arch!r}; valid: {', '.join(ARCHS)}")
         if c.optimizer not in OPTIMIZERS:
             raise UserError(f"unknown optimizer {c.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-        if c.size < 16:
-            raise UserError(f"image size {c.size} is too small (at least 16)")
-        if c.epochs < 0 or c.batch_size < 1 or c.workers < 0:
-            raise UserError("epochs and workers must be >= 0 and batch size >= 1")
-        if not 0.0 <= c.val_fraction < 1.0:
-            raise UserError(f"val fraction {c.val_fraction} must be in [0, 1)")
+        _check_numbers(c)
         c.output_stride = c.output_stride or default_output_stride(c.size, c.role)
         c.lr = c.lr if c.lr is not None else {"adamw": 1e-3, "sgd": 0.05}[c.optimizer]
         if c.weight_decay is None:
@@ -107,6 +103,22 @@ class ClassifierConfig:
         if c.channels_last is None:
             c.channels_last = c.device.startswith("cuda")
         return c
+
+
+def _check_numbers(c: ClassifierConfig) -> None:
+    """Types and ranges, field by field (the command line's click ranges say the same)."""
+    whole(c, ("size",), *TRAIN_SIZES)
+    whole(c, ("epochs", "batch_size", "checkpoint_every", "log_every"), 1)
+    whole(c, ("max_steps",), 1, optional=True)
+    whole(c, ("workers",), 0)
+    whole(c, ("warmup_steps",), 0, optional=True)
+    whole(c, ("seed",), 0, SEED_MAX)
+    number(c, ("lr",), 0, above=True, optional=True)
+    number(c, ("weight_decay",), 0, optional=True)
+    number(c, ("val_fraction",), 0, 1, below=True)
+    if c.output_stride is not None and c.output_stride not in OUTPUT_STRIDES:
+        raise UserError(f"output stride {c.output_stride!r} not supported; valid: "
+                        f"{', '.join(map(str, OUTPUT_STRIDES))}")
 
 
 # The fields that define the model and the data order: a resumed run must match them.
@@ -126,6 +138,12 @@ def train_classifier(config: ClassifierConfig, train_set: Dataset | None = None,
     """
     c = config.resolved()
     check_init(c.init, c.arch)
+    init_dir = c.init if c.init not in ("scratch", "imagenet") else None
+    with open_run(c.out, c.resume, inputs=(c.db, init_dir)):
+        return _train(c, train_set, val_set, test_set, schema)
+
+
+def _train(c: ClassifierConfig, train_set, val_set, test_set, schema) -> dict:
     folder = RunFolder(c.out)
     resuming = _resuming(c, folder)
     # 1. data
@@ -160,10 +178,8 @@ def _resuming(c: ClassifierConfig, folder: RunFolder) -> bool:
     """Whether this call continues the run in the folder; never overwrites one it was not told to
     resume, nor resumes one with another model or data order."""
     if folder.latest() is None:
+        folder.trim_log(0, key="step")  # a kill before the first checkpoint left nothing to go on
         return False
-    if not c.resume:
-        raise UserError(f"{folder.out}: holds a training run already; resume it or choose "
-                        "another output folder")
     saved = folder.saved_config()
     changed = [k for k in _RESUME_FIXED if k in saved and saved[k] != getattr(c, k)]
     if changed:
@@ -294,8 +310,7 @@ class ClassifierRun:
         self.batch_in_epoch = 0
         if metrics["mean_accuracy"] > self.best["mean_accuracy"] or not (out / WEIGHTS).is_file():
             self.best = {"epoch": self.epoch, "step": self.step, **metrics}
-            save_weights(out / WEIGHTS, self.model.state_dict())
-            self._write_model_config(None)
+            self._save_model(None)
         self.checkpoint()
 
     def checkpoint(self) -> None:
@@ -309,9 +324,9 @@ class ClassifierRun:
         out, test_set = self.folder.out, self.splits.test
         if self.stopped or test_set is None or not (out / WEIGHTS).is_file():
             return None
-        self.model.load_state_dict(load_weights(out / WEIGHTS, device=str(self.device)))
+        self.model.load_state_dict(load_model_dir(out, kind="classifier")[1])
         metrics = evaluate_classifier(self.model, test_set, **self.eval_kw)
-        self._write_model_config(metrics)
+        self._save_model(metrics)
         self.folder.log({"event": "test", "step": self.best.get("step"), **metrics})
         return metrics
 
@@ -322,10 +337,11 @@ class ClassifierRun:
                 "seconds_per_epoch": (float(np.mean(self.epoch_seconds)) if self.epoch_seconds
                                       else None)}
 
-    def _write_model_config(self, test: dict | None) -> None:
-        """config.json beside the chosen weights: the model, how it was trained, its metrics."""
+    def _save_model(self, test: dict | None) -> None:
+        """The chosen weights and config.json beside them: the model, how it was trained, its
+        metrics (with the digests of both, in the run folder)."""
         c, model, val, test_set = self.c, self.model, self.splits.val, self.splits.test
-        write_json(self.folder.out / CONFIG, {
+        save_model_files(self.folder.out, {
             "kind": "classifier", "role": c.role, "arch": c.arch, "size": c.size,
             "output_stride": c.output_stride, "schema": model.schema.to_dict(), "seed": c.seed,
             "embed_dim": model.embed_dim, "init": self.init_note,
@@ -336,7 +352,7 @@ class ClassifierRun:
                      "validation_source": "held-out train" if c.val_fraction > 0 else "test split"},
             "train": {k: v for k, v in dataclasses.asdict(c).items()
                       if k not in ("resume", "progress")},
-        })
+        }, model.state_dict())
 
 
 def _optimiser(model: AttributeClassifier, c: ClassifierConfig, total_steps: int):
@@ -371,7 +387,8 @@ _RESUME_FIXED = ("role", "arch", "size", "output_stride", "batch_size", "seed", 
 
 
 def export_classifier(run_dir: str | Path, out: str | Path) -> dict:
-    """A run's best model -> a model directory in fp16 (how the shipped classifiers are made)."""
-    config, tensors = load_model_dir(run_dir, kind="classifier")
+    """A run's best model -> a model directory in fp16 (how the shipped classifiers are made;
+    `out` claimed by the caller: `export.export_run`)."""
+    config, tensors = read_model(run_dir, "classifier")
     save_model_dir(out, config, tensors, half=True)
     return config

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import torch
 
-from amgan_search.checkpoint import WEIGHTS, load_model_dir
+from amgan_search.checkpoint import WEIGHTS
 from amgan_search.errors import UserError
 from amgan_search.nets.classifier import AttributeClassifier
+from amgan_search.registry import read_model
 
 
 def imagenet_weights_path(arch: str) -> tuple[Path, str]:
@@ -56,7 +57,7 @@ def initialise(model: AttributeClassifier, init: str) -> str:
             raise UserError(f"{path}: not {model.config['arch']} weights "
                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         return f"imagenet:{path.name}"
-    config, tensors = load_model_dir(init, kind="classifier")
+    config, tensors = read_model(init, "classifier")
     if config.get("arch") != model.config["arch"]:
         raise UserError(f"{init}: holds a {config.get('arch')} classifier, not a "
                         f"{model.config['arch']}")

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import torch
-
 from amgan_search.errors import UserError
-from amgan_search.nets.amgan import UPSAMPLINGS
+from amgan_search.nets.amgan import ATTENTIONS, UPSAMPLINGS
+from amgan_search.train.checks import SEED_MAX, TRAIN_SIZES, choice, number, whole
 
 # Each method: where alpha comes from, what guides it, and which of D_C / L_p it uses.
 # attention: generator | none | separate (SaGAN's network) | cam (the CAM is alpha)
@@ -29,8 +27,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cam-as-mask": dict(attention="cam", attention_loss="none", use_dc=True, use_perceptual=True),
 }
 
-# Counts and periods that must be positive.
-_AT_LEAST_ONE = ("iters", "batch_size", "n_critic", "sample_every", "ckpt_every", "log_every")
+# Counts, periods and widths that must be positive; weights that must not be negative.
+_AT_LEAST_ONE = ("iters", "batch_size", "n_critic", "sample_every", "ckpt_every", "log_every",
+                 "g_conv_dim", "att_conv_dim", "d_conv_dim")
+_LAMBDAS = ("lambda_cls", "lambda_cyc", "lambda_a", "lambda_p", "lambda_gp", "lambda_mask")
+ATTENTION_LOSSES = ("cam", "mask", "none")
 
 
 @dataclass
@@ -101,19 +102,33 @@ class AmganConfig:
         for key, value in PRESETS[self.method].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
-        if self.size % 2 ** self.d_repeat_num or self.d_repeat_num < 3:
+        self._check_numbers()
+        if self.size % 2 ** self.d_repeat_num:
             raise UserError(f"size {self.size} must be divisible by 2**d_repeat_num "
-                            f"({2 ** self.d_repeat_num}) and d_repeat_num at least 3")
+                            f"({2 ** self.d_repeat_num})")
         if self.size % 4:
             raise UserError(f"size {self.size} must be divisible by 4 (two down-samplings)")
-        for name in _AT_LEAST_ONE:
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.g_upsample not in UPSAMPLINGS:
             raise UserError(f"g_upsample must be one of {', '.join(UPSAMPLINGS)}, "
                             f"got {self.g_upsample!r}")
+        choice(self, "attention", ATTENTIONS)
+        choice(self, "attention_loss", ATTENTION_LOSSES)
         if self.stop_at is not None and not 1 <= self.stop_at <= self.iters:
             raise UserError(f"stop_at {self.stop_at} must be between 1 and iters ({self.iters})")
+
+    def _check_numbers(self) -> None:
+        """Types and ranges, field by field (the command line's click ranges say the same)."""
+        whole(self, ("size",), *TRAIN_SIZES)
+        whole(self, _AT_LEAST_ONE, 1)
+        whole(self, ("d_repeat_num",), 3, 10)
+        whole(self, ("g_repeat_num",), 0, 64)
+        whole(self, ("perceptual_grid", "workers"), 0)
+        whole(self, ("seed",), 0, SEED_MAX)
+        whole(self, ("threads",), 1, optional=True)
+        whole(self, ("stop_at",), 1, optional=True)
+        number(self, ("lr",), 0, above=True)
+        number(self, ("beta1", "beta2"), 0, 1, below=True)
+        number(self, _LAMBDAS, 0)
 
     @property
     def end(self) -> int:
@@ -130,14 +145,14 @@ class AmganConfig:
 
 
 def bf16_pays(device: str = "auto") -> bool:
-    """Whether bf16 autocast is native here: a CUDA GPU with bf16, or a CPU with AVX512-BF16/AMX."""
-    if device != "cpu" and torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
+    """Whether bf16 autocast is native where training runs (`device.native_bf16`: a CUDA GPU with
+    bf16, a CPU with AVX512-BF16 or AMX; emulated bf16 is slower than fp32)."""
+    from amgan_search.device import native_bf16, pick_device
+
     try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: no cheap way to know, stay in fp32
+        return native_bf16(pick_device(device))
+    except UserError:  # a device this machine lacks is refused where the run starts
         return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def preset(method: str, **overrides) -> AmganConfig:

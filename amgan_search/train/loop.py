@@ -2,15 +2,22 @@
 
 A run folder holds train_config.json (the run's configuration, so it can be repeated), log.jsonl
 (one JSON record a line), checkpoints/ (`amgan_search.checkpoint`: weights, optimiser, RNG and
-position in the data) and, for the GANs, samples/. Under torchrun only rank 0 writes: the other
-ranks hold a RunFolder whose writes do nothing.
+position in the data), for the GANs samples/, and the marker of a run folder. Under torchrun only
+rank 0 writes: the other ranks hold a RunFolder whose writes do nothing.
+
+A training claims its folder and holds its writer lock while it runs (`open_run`): a fresh run
+never writes into a folder that holds anything else, an existing run is continued only when asked,
+and a second training of the same run fails at once instead of interleaving with the first.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -18,7 +25,9 @@ import torch
 from amgan_search import checkpoint as ckpt
 from amgan_search.errors import UserError
 from amgan_search.images import preview_values, save_image, tile_rows
-from amgan_search.io import JsonlWriter, read_json, read_jsonl, write_json, write_text
+from amgan_search.io import (JsonlWriter, read_json, read_jsonl, remove_stale, write_json,
+                             write_text, writer_lock)
+from amgan_search.outputs import MARKER, claim_dir, mark
 
 RUN_CONFIG = "train_config.json"
 LOG = "log.jsonl"
@@ -69,6 +78,58 @@ def from_every_rank(obj, world: int) -> list:
     gathered = [None] * world
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+# -- claiming the run folder ---------------------------------------------------------------------
+
+class RunExists(UserError):
+    """The output folder holds a run with checkpoints, and the caller did not ask to resume it."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"{path}: holds a training run already; resume it or choose another "
+                         "output folder")
+        self.path = path
+
+
+@contextmanager
+def open_run(out: str | Path, resume: bool, inputs: Iterable[str | Path | None] = (),
+             writes: bool = True) -> Iterator[None]:
+    """Claim `out` for a training run and hold its writer lock while the run writes it.
+
+    A fresh run takes a new or empty folder, or a run folder without a checkpoint (a kill before
+    the first one left nothing to continue); a run with one is continued only when `resume`.
+    Anything else (the current folder, a folder holding the catalog or the classifier, another
+    kind of folder, files this tool did not write) is refused. Ranks that do not write (`writes`
+    False) claim nothing.
+    """
+    if not writes:
+        yield
+        return
+    where = claim_dir(out, "run", force=True, inputs=inputs)
+    with writer_lock(where, timeout=0):
+        claim_dir(out, "run", force=True, inputs=inputs)  # again, now that no one else writes
+        if not resume and (ckpt.latest_checkpoint(where) is not None
+                           or (where / ckpt.WEIGHTS).is_file()):
+            raise RunExists(Path(out))
+        where.mkdir(parents=True, exist_ok=True)
+        if not (where / MARKER).is_file():
+            mark(where, "run")
+        remove_leftovers(where)
+        yield
+
+
+# `.NAME.PID.XXXX.tmp` / `.NAME.PID.old`: io's temporary names (see amgan_search.io)
+_TEMPORARY = re.compile(r"^\.(.+)\.\d+\.(?:[^/]*\.tmp|old)$")
+
+
+def remove_leftovers(run: Path) -> None:
+    """Remove what killed writers of this run left (temporary files and folders of processes that
+    are gone), in the run folder, its checkpoints/ and samples/."""
+    for folder in (run, run / "checkpoints", run / "samples"):
+        names = {m.group(1) for entry in (folder.iterdir() if folder.is_dir() else ())
+                 if (m := _TEMPORARY.match(entry.name))}
+        for name in names:
+            remove_stale(folder / name)
 
 
 # -- the run folder ---------------------------------------------------------------------------

@@ -1,0 +1,36 @@
+"""`amgan-search serve`: the index and the models loaded once, behind a JSON API and a web page."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--index", "index_dir", type=click.Path(file_okay=False), default=None,
+              help="Index folder [default: the demo's, $AMGAN_SEARCH_HOME/index/default].")
+@click.option("--model", type=click.Path(file_okay=False), default=None,
+              help="Manipulator folder (AMGAN or a baseline) [default: the shipped AMGAN].")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback lets other machines query.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port to listen on (0: a free one, printed at start).")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="torch threads for the models [default: the project's thread policy].")
+@click.option("--no-compile", is_flag=True,
+              help="Skip torch.compile at start: ready in seconds, queries slower.")
+@click.option("--batch-wait-ms", type=click.FloatRange(0, 1000), default=5.0, show_default=True,
+              help="How long a batch waits for more concurrent requests.")
+@click.option("--max-batch", type=click.IntRange(1, 256), default=16, show_default=True,
+              help="Most queries run through the models together (1: no batching).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Batches run at once, each on --threads threads [default: one per core "
+                   "the threads leave, at most 4].")
+def serve(index_dir, model, host, port, threads, no_compile, batch_wait_ms, max_batch,
+          workers) -> None:
+    """Serve the search: a JSON API (/api/..., OpenAPI page at /docs) and a web page at /."""
+    from amgan_search.index.index_dir import default_or_given
+    from amgan_search.index.server import serve as run_server
+
+    run_server(default_or_given(index_dir), model=model, host=host, port=port, threads=threads,
+               compile=not no_compile, wait_ms=batch_wait_ms, max_batch=max_batch, workers=workers,
+               log=lambda line: click.echo(line, err=True))

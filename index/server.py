@@ -1,0 +1,284 @@
+"""`amgan-search serve`: one long-running process with the index and the models loaded once,
+answering a JSON API and the web page (index/web, at / and /static/):
+
+  GET  /api/health                  status, item count, model, compiled, device
+  GET  /api/schema                  attributes and values, regions, metadata filters, k_max
+  GET  /api/items?offset&limit      catalog items to start from
+  GET  /api/items/{id}/image        an item's catalog image (PNG), by id only
+  POST /api/query                   image or item_id, targets, only_region, k, where -> the edit,
+                                    its mask and the top-k results
+  POST /api/edit                    image or item_id, targets, only_region -> the edit and mask
+  GET  /docs                        the OpenAPI page
+
+Stack: FastAPI on uvicorn. Both are widely used and well kept; FastAPI declares each endpoint's
+parameters once and derives the checks and the OpenAPI page from them, and its async request
+handling receives uploads and encodes answers while one worker thread (`batching.MicroBatcher`)
+keeps the models busy with batches of the requests that arrived together (`batch_query`).
+
+Safe by default: it listens on 127.0.0.1; request bodies over the upload limit are refused with
+413 before they are parsed; uploads go through the project's image loader (pixel limit, one-line
+errors); item images are served by item id only; every error is a 4xx (500 for a fault of the
+server itself) with the body {"error": "one line"}, never a trace, and the process keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from fastapi import FastAPI, File, Form, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException
+
+from amgan_search import __version__
+from amgan_search.errors import UserError
+from amgan_search.index.service import MAX_UPLOAD_BYTES, NotFound, Service, decode_image
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+# Room for the multipart framing and the text fields around a 10 MiB image.
+BODY_LIMIT = MAX_UPLOAD_BYTES + 256 * 1024
+# An oversized body up to this size is read and dropped before the 413, so the client, still
+# sending, gets the answer instead of a reset connection; past it the connection is closed.
+DRAIN_LIMIT = 8 * BODY_LIMIT
+TOO_LARGE = f"upload over the {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB limit"
+
+
+def one_line(text: Any) -> str:
+    return " ".join(str(text).split()) or "error"
+
+
+def error(status: int, message: Any) -> JSONResponse:
+    return JSONResponse({"error": one_line(message)}, status_code=status)
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for request bodies over `limit`, by Content-Length or as they stream."""
+
+    def __init__(self, app, limit: int = BODY_LIMIT):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or {}).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            if int(declared) <= DRAIN_LIMIT:
+                await _drain(receive)
+            return await error(413, TOO_LARGE)(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                if message.get("more_body"):
+                    await _drain(receive)
+                raise HTTPException(413, TOO_LARGE)  # FastAPI re-raises it from the body parser
+            return message
+
+        return await self.app(scope, counted, send)
+
+
+async def _drain(receive) -> None:
+    seen = 0
+    while seen <= DRAIN_LIMIT:
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return
+
+
+def parse_object(text: str | None, name: str) -> dict[str, str]:
+    """A form field holding a JSON object of strings ({} when absent or blank)."""
+    if text is None or not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UserError(f"{name}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict) or not all(isinstance(v, (str, int, float)) and not
+                                              isinstance(v, bool) for v in value.values()):
+        raise UserError(f"{name}: expected a JSON object of strings, e.g. {{\"color\": \"red\"}}")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+async def start_picture(service: Service, image: UploadFile | None, item_id: str | None):
+    """(uint8 photo, item id or None) of a request: an upload or a catalog item, never both."""
+    data = await image.read(MAX_UPLOAD_BYTES + 1) if image is not None else b""
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise HTTPException(413, TOO_LARGE)
+    item_id = item_id.strip() if item_id else None
+    if image is not None and (data or not item_id):
+        if item_id:
+            raise UserError("give an image or an item_id, not both")
+        return await run_in_threadpool(decode_image, data), None
+    if not item_id:
+        raise UserError("give an image (file) or an item_id to start from")
+    return await run_in_threadpool(service.item_image, item_id), item_id
+
+
+def create_app(service: Service, web_dir: Path = WEB_DIR) -> FastAPI:
+    """The FastAPI app over a loaded Service."""
+    app = FastAPI(title="amgan-search", version=__version__,
+                  description="Edit a garment photo toward wanted attributes and search the catalog.")
+    _error_handlers(app)
+    app.add_middleware(BodyLimit)
+    if web_dir.is_dir():
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount("/static", StaticFiles(directory=web_dir), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        index = web_dir / "index.html"
+        if not index.is_file():
+            raise NotFound(f"no web page here ({index} is missing); the API is under /api, see /docs")
+        return FileResponse(index, media_type="text/html")
+
+    @app.get("/api/health")
+    def health() -> dict:
+        return service.health()
+
+    @app.get("/api/schema")
+    def schema() -> dict:
+        return service.schema()
+
+    @app.get("/api/items")
+    def items(offset: int = 0, limit: int = 24) -> dict:
+        return service.items(offset, limit)
+
+    @app.get("/api/items/{item_id:path}/image", response_class=Response)
+    def item_image(item_id: str):
+        return Response(service.item_png(item_id), media_type="image/png",
+                        headers={"Cache-Control": "max-age=3600"})
+
+    @app.post("/api/query")
+    async def query(image: UploadFile | None = File(None), item_id: str | None = Form(None),
+                    targets: str = Form("{}"), only_region: str | None = Form(None),
+                    k: int = Form(10), where: str | None = Form(None)) -> dict:
+        started = time.perf_counter()
+        with service.batcher.arriving():
+            picture, start_id = await start_picture(service, image, item_id)
+            job = service.job(picture, parse_object(targets, "targets"), only_region, k,
+                              parse_object(where, "where"))
+            future = service.batcher.submit(job)
+        outcome = await asyncio.wrap_future(future)
+        return await run_in_threadpool(service.query_body, job, start_id, outcome, started)
+
+    @app.post("/api/edit")
+    async def edit(image: UploadFile | None = File(None), item_id: str | None = Form(None),
+                   targets: str = Form("{}"), only_region: str | None = Form(None)) -> dict:
+        with service.batcher.arriving():
+            picture, _ = await start_picture(service, image, item_id)
+            job = service.job(picture, parse_object(targets, "targets"), only_region, search=False)
+            future = service.batcher.submit(job)
+        outcome = await asyncio.wrap_future(future)
+        return await run_in_threadpool(service.edit_body, outcome)
+
+    return app
+
+
+def _error_handlers(app: FastAPI) -> None:
+    """Every error as {"error": "one line"}: the client's 4xx, the server's own faults 500."""
+
+    @app.exception_handler(UserError)
+    async def user_error(request, exc: UserError):
+        return error(404 if isinstance(exc, NotFound) else 400, exc)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):
+        return error(exc.status_code, exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, exc: RequestValidationError):
+        parts = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path"))
+            parts.append(f"{where}: {e.get('msg', 'invalid')}" if where else e.get("msg", "invalid"))
+        return error(400, "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(Exception)
+    async def fault(request, exc: Exception):  # the trace goes to the server's log, not the client
+        return error(500, f"internal error ({type(exc).__name__}); see the server's log")
+
+
+# ---------------------------------------------------------------- starting the server
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A listening socket (port 0: a free one), so the port is known before uvicorn starts and
+    connections made meanwhile wait in its backlog instead of being refused."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        raise UserError(f"{host}:{port}: cannot listen ({exc.strerror or exc})") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def load_service(index_dir, model=None, threads: int | None = None, compile: bool = True,
+                 wait_ms: float = 5.0, max_batch: int = 16, precision: str = "auto",
+                 workers: int | None = None, log: Callable[[str], None] = print) -> Service:
+    """Load the index, the embedder and the editor once, compile them if asked, warm them up.
+
+    Threads: `device.set_torch_threads` (--threads, else OMP_NUM_THREADS, else the policy's
+    count for a server); batch workers (`batching`): one per core those threads leave, at most 4.
+    Precision: bf16 where the CPU has it natively, else fp32 (`Retriever`)."""
+    from amgan_search.device import available_cores, pick_device, set_torch_threads
+    from amgan_search.index.retrieve import Retriever
+
+    n = set_torch_threads(threads, role="serve")
+    workers = workers or max(1, min(4, available_cores() // n))
+    start = time.perf_counter()
+    log(f"loading {index_dir} and the models ({n} torch thread{'s' if n != 1 else ''} in each "
+        f"of {workers} batch worker{'s' if workers != 1 else ''}) ...")
+    retriever = Retriever(index_dir, model=model, precision=precision)
+    retriever.manipulator  # loaded now, not at the first edit
+    log(f"loaded {retriever.searcher.count} items in {time.perf_counter() - start:.1f} s "
+        f"({retriever.precision})")
+    compiled = False
+    if compile:
+        log("compiling the models once (torch.compile; this can take a minute) ...")
+        start = time.perf_counter()
+        # Batch sizes 1 and 2: the second compilation is for any batch size the batcher makes.
+        compiled = retriever.compile(progress=log, batch_sizes=(1, 2))
+        log(f"compiled in {time.perf_counter() - start:.0f} s" if compiled else "running uncompiled")
+    service = Service(retriever, model_name=str(model or "amgan"), device=pick_device(retriever.device),
+                      compiled=compiled, wait_s=wait_ms / 1000, max_batch=max_batch,
+                      workers=workers)
+    service.warm_up()
+    return service
+
+
+def serve(index_dir, model=None, host: str = "127.0.0.1", port: int = 8000,
+          threads: int | None = None, compile: bool = True, wait_ms: float = 5.0,
+          max_batch: int = 16, workers: int | None = None,
+          log: Callable[[str], None] = print) -> None:
+    """Run the server until interrupted."""
+    import uvicorn
+
+    sock = listen_socket(host, port)  # before the slow loading: a taken port fails at once
+    service = load_service(index_dir, model, threads, compile, wait_ms, max_batch,
+                           workers=workers, log=log)
+    try:
+        app = create_app(service)
+        bound = sock.getsockname()
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            log(f"warning: listening on {host}: anyone who can reach it can query the catalog")
+        log(f"serving on http://{shown}:{bound[1]}/ (API docs: /docs); Ctrl-C stops")
+        config = uvicorn.Config(app, log_level="warning", access_log=False)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        service.close()
+        sock.close()
