@@ -128,6 +128,17 @@ def evaluate_edits(model, method, eval_classifier, n, seed, size, out, as_json, 
               help="Folder for queries.jsonl, summary.json, summary.md, topk.png; a rerun "
                    "resumes there. A folder holding other files is refused.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N test images.")
+@click.option("--sample", type=click.IntRange(1), default=None,
+              help="Instead of --limit: a random sample of N test images, drawn with --sample-seed "
+                   "(the paper and ADDE: 2,000).")
+@click.option("--sample-seed", type=SEED, default=0, show_default=True, help="Seed of --sample.")
+@click.option("--gallery", type=click.Choice(["all", "test"]), default="all", show_default=True,
+              help="Items searched: all = the whole catalog (train and test); test = only the test "
+                   "split (ADDE's protocol).")
+@click.option("--missing", type=click.Choice(["wildcard", "value"]), default="wildcard",
+              show_default=True,
+              help="A missing label in a target vector: wildcard = matches any value; value = a value "
+                   "of its own that only a missing label matches (ADDE's protocol).")
 @click.option("--eval-classifier", default="eval", show_default=True,
               help="Evaluation classifier folder, or 'eval' for the shipped one, or 'none' to skip.")
 @click.option("--split", default="test", show_default=True, help="Split whose images are the queries.")
@@ -135,19 +146,25 @@ def evaluate_edits(model, method, eval_classifier, n, seed, size, out, as_json, 
 @click.option("--workers", type=WORKERS, default=2, show_default=True)
 @device_option()
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def benchmark(db, index_dir, methods, ks, out, limit, eval_classifier, split, batch_size, workers,
-              device, quiet) -> None:
-    """The paper's metrics: edit classification accuracy and top-k retrieval accuracy per method."""
+def benchmark(db, index_dir, methods, ks, out, limit, sample, sample_seed, gallery, missing,
+              eval_classifier, split, batch_size, workers, device, quiet) -> None:
+    """The paper's metrics: edit classification accuracy, top-k retrieval accuracy, NDCG@k and MRR
+    per method. The protocol's choices are recorded in run.json; a rerun resumes only the same."""
     from amgan_search.index.benchmark import (QUERIES, RUN_JSON, BenchmarkConfig, parse_methods,
                                               run_benchmark)
     from amgan_search.index.report import SUMMARY_JSON, SUMMARY_MD, TOPK_PNG, summary_markdown
 
+    from amgan_search.errors import UserError
+
+    if sample is not None and limit is not None:
+        raise UserError("--sample replaces --limit; give one of them")
     check_own_folder(out, (QUERIES, RUN_JSON, SUMMARY_JSON, SUMMARY_MD, TOPK_PNG))
     config = BenchmarkConfig(
         db=db, index=index_dir, out=out, methods=_flag("--methods", parse_methods, methods),
         ks=_flag("--k", _ks, ks), limit=limit,
         eval_classifier=None if eval_classifier.lower() == "none" else eval_classifier, split=split,
-        batch_size=batch_size, workers=workers, device=device, progress=not quiet)
+        batch_size=batch_size, workers=workers, device=device, progress=not quiet,
+        gallery=gallery, sample=sample, sample_seed=sample_seed, missing=missing)
     summary = run_benchmark(config)
     click.echo(summary_markdown(summary))
     click.echo(f"wrote {out}/queries.jsonl, summary.json, summary.md, topk.png")

@@ -4,6 +4,11 @@ Every (test image, attribute, other value) query of every method is edited, embe
 against the index and appended to queries.jsonl, durably per batch, so a killed run resumes where
 it stopped; the records are then summarised (`amgan_search.metrics.retrieval`) into summary.json,
 summary.md and topk.png (`index.report`). The protocol is in the metrics module's docstring.
+
+Protocol choices (the defaults first; ADDE's public evaluation makes the other ones):
+- gallery: "all" searches the whole catalog, "test" only its test split;
+- queries: the first `limit` items of the split, or a seeded random `sample` of them;
+- missing: a missing label in a target vector is a "wildcard" or a "value" of its own.
 """
 
 from __future__ import annotations
@@ -16,10 +21,14 @@ import numpy as np
 
 from amgan_search.editors import Editor, IdentityEditor, OracleEditor
 from amgan_search.errors import UserError
-from amgan_search.metrics.retrieval import DEFAULT_KS, parse_ks, query_targets
+from amgan_search.metrics.retrieval import (DEFAULT_KS, MISSING_RULES, WILDCARD, parse_ks,
+                                            query_targets, relevance)
 from amgan_search.schema import Schema
 
 QUERIES, RUN_JSON = "queries.jsonl", "run.json"
+GALLERIES = ("all", "test")
+# The protocol's choices and their defaults (today's protocol): a run.json without them had these.
+PROTOCOL = {"gallery": "all", "sample": None, "sample_seed": 0, "missing": WILDCARD}
 
 
 @dataclass
@@ -88,6 +97,35 @@ class BenchmarkConfig:
     workers: int = 0
     device: str | None = None
     progress: bool = True
+    gallery: str = "all"  # all: the whole catalog; test: only the test split (ADDE)
+    sample: int | None = None  # a seeded random sample of this many query images (the paper: 2,000)
+    sample_seed: int = 0
+    missing: str = WILDCARD  # wildcard: a missing target label matches anything; value: only missing
+
+    def protocol(self) -> dict:
+        return {key: getattr(self, key) for key in PROTOCOL}
+
+    def check(self) -> None:
+        """One-line refusals of choices that cannot go together or do not exist."""
+        if self.gallery not in GALLERIES:
+            raise UserError(f"gallery is {' or '.join(GALLERIES)}, got {self.gallery!r}")
+        if self.missing not in MISSING_RULES:
+            raise UserError(f"missing labels are {' or '.join(MISSING_RULES)}, got {self.missing!r}")
+        if self.sample is not None and (self.limit is not None or self.sample < 1):
+            raise UserError("a sample of queries is at least 1 and replaces the limit; give one of them")
+
+
+def gallery_where(gallery: str) -> dict | None:
+    """The Searcher's `where` filter of a gallery choice."""
+    return {"split": "test"} if gallery == "test" else None
+
+
+def query_rows(n_split: int, limit: int | None, sample: int | None, seed: int) -> list[int]:
+    """Rows of the split that are queries: the first `limit`, or `sample` drawn with `seed`."""
+    if sample is None:
+        return list(range(n_split if limit is None else min(limit, n_split)))
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(n_split, size=min(sample, n_split), replace=False).tolist())
 
 
 def _record_key(query, method, attribute, target) -> tuple:
@@ -101,8 +139,8 @@ def _check_run(out: Path, run: dict) -> None:
     path = out / RUN_JSON
     if path.is_file():
         old = read_json(path)
-        for key in ("index", "index_digest", "db", "split", "limit"):
-            if old.get(key) != run.get(key):
+        for key in ("index", "index_digest", "db", "split", "limit", *PROTOCOL):
+            if old.get(key, PROTOCOL.get(key)) != run.get(key):
                 raise UserError(f"{path}: this folder holds a run with another {key} "
                                 f"({old.get(key)!r}, now {run.get(key)!r}); use another --out")
         if old.get("k_max", 0) < run["k_max"]:
@@ -121,6 +159,7 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
     from amgan_search.io import JsonlWriter, read_jsonl
     from amgan_search.registry import load_model
 
+    config.check()
     device = pick_device(config.device)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -132,10 +171,13 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
         raise UserError(f"{config.db}: its attribute schema differs from the index's ({config.index})")
     ks = parse_ks(config.ks)
     k_max = max(ks)
+    gallery = searcher.allowed(gallery_where(config.gallery))
+    if gallery is not None and not gallery.any():
+        raise UserError(f"{config.index}: no indexed item is in the test split, so the test gallery is empty")
     _check_run(out, {"index": str(Path(config.index).resolve()),
                      "index_digest": searcher.info["embedder"].get("digest"),
                      "db": str(Path(config.db).resolve()), "split": config.split,
-                     "limit": config.limit, "k_max": k_max})
+                     "limit": config.limit, **config.protocol(), "k_max": k_max})
 
     records_path = out / QUERIES
     done = {_record_key(r["query"], r["method"], r["attribute"], r["target"])
@@ -161,9 +203,10 @@ class _Runner:
         self.config, self.searcher, self.embedder, self.evaluator = config, searcher, embedder, evaluator
         self.schema: Schema = searcher.schema
         self.done, self.k_max, self.device = done, k_max, device
+        self.where = gallery_where(config.gallery)
 
     def run_method(self, method: Method, editor: Editor, writer) -> None:
-        """The method's queries over the first `limit` items of the split, skipping those done."""
+        """The method's queries over the split's query rows (`query_rows`), skipping those done."""
         from torch.utils.data import DataLoader, Subset
         from tqdm import tqdm
 
@@ -171,17 +214,19 @@ class _Runner:
 
         config, schema = self.config, self.schema
         dataset = CatalogImages(config.db, split=config.split, size=editor.size or self.embedder.size)
-        n = len(dataset) if config.limit is None else min(config.limit, len(dataset))
+        rows = query_rows(len(dataset), config.limit, config.sample, config.sample_seed)
+        n = len(rows)
         if n == 0:
             raise UserError(f"{config.db}: no items in split {config.split!r}")
-        ids = dataset.items["id"].astype(str).tolist()[:n]
-        labels = np.asarray(dataset.labels[:n], dtype=np.int64)
+        split_ids = dataset.items["id"].astype(str).tolist()
+        ids = [split_ids[r] for r in rows]
+        labels = np.asarray(dataset.labels, dtype=np.int64)[rows]
         total = sum(len(query_targets(labels[i], schema)) for i in range(n))
         todo = sum(1 for i in range(n) for j, v, t in query_targets(labels[i], schema)
                    if _record_key(ids[i], method.name, schema.names[j], t) not in self.done)
         if todo == 0:
             return
-        loader = DataLoader(Subset(dataset, range(n)), batch_size=config.batch_size,
+        loader = DataLoader(Subset(dataset, rows), batch_size=config.batch_size,
                             num_workers=config.workers, shuffle=False)
         bar = tqdm(total=total, initial=total - todo, desc=f"benchmark {method.name}",
                    unit="query", disable=not config.progress, dynamic_ncols=True)
@@ -218,13 +263,18 @@ class _Runner:
                             torch.full((len(sel),), v, dtype=torch.long, device=self.device),
                             items=[batch_ids[b] for b in sel])
                         vectors, predicted = self.embedder(x_star), self.predict(x_star)
-                rows, _ = searcher.search(vectors, self.k_max, exclude_rows=own_rows[sel])
+                rows, _ = searcher.search(vectors, self.k_max, where=self.where,
+                                          exclude_rows=own_rows[sel])
                 for i, b in enumerate(sel):
+                    found = rows[i][rows[i] >= 0]
                     records.append({
                         "query": batch_ids[b], "method": method, "attribute": attr.name,
                         "target": targets[i].tolist(),
                         "predicted": None if predicted is None else int(predicted[i, j]),
-                        "retrieved": [searcher.ids[r] for r in rows[i] if r >= 0],
+                        "retrieved": [searcher.ids[r] for r in found],
+                        # attributes of the target each result matches: NDCG's graded relevance
+                        "relevance": relevance(targets[i].numpy(), searcher.labels[found],
+                                               self.config.missing).tolist(),
                     })
                     self.done.add(_record_key(batch_ids[b], method, attr.name, targets[i].tolist()))
         return records

@@ -1,11 +1,11 @@
-"""A benchmark run's report: summary.json (both metrics per method), summary.md and topk.png."""
+"""A benchmark run's report: summary.json (the metrics per method), summary.md and topk.png."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
-from amgan_search.metrics.retrieval import method_metrics, table_k
+from amgan_search.metrics.retrieval import WILDCARD, method_metrics, table_k
 from amgan_search.schema import Schema
 
 SUMMARY_JSON, SUMMARY_MD, TOPK_PNG = "summary.json", "summary.md", "topk.png"
@@ -13,27 +13,37 @@ SUMMARY_JSON, SUMMARY_MD, TOPK_PNG = "summary.json", "summary.md", "topk.png"
 
 def summarise(records: list[dict], searcher, schema: Schema, ks: Sequence[int],
               config=None) -> dict:
-    """Both metrics per method from the query records, against the searcher's gallery.
+    """The metrics per method from the query records, against the searcher's gallery.
 
-    `config` (a BenchmarkConfig, or None) orders the methods and records the run's settings.
+    `config` (a BenchmarkConfig, or None: the default protocol) orders the methods, chooses the
+    gallery and the missing-label rule, and records the run's settings.
     """
+    from amgan_search.index.benchmark import PROTOCOL, gallery_where
+
     ks = list(ks)
+    protocol = config.protocol() if config else dict(PROTOCOL)
+    mask = searcher.allowed(gallery_where(protocol["gallery"]))
+    ids, labels = searcher.ids, searcher.labels
+    if mask is not None:
+        ids, labels = [i for i, keep in zip(ids, mask) if keep], labels[mask]
     by_method: dict[str, list[dict]] = {}
     for r in records:
         by_method.setdefault(r["method"], []).append(r)
     order = [m.name for m in config.methods] if config else list(by_method)
-    methods = {name: method_metrics(by_method[name], searcher.ids, searcher.labels, schema, ks)
+    methods = {name: method_metrics(by_method[name], ids, labels, schema, ks,
+                                    protocol.get("missing", WILDCARD))
                for name in order if by_method.get(name)}
     return {
         "ks": ks,
         "table_k": table_k(ks),
         "index": str(searcher.dir),
-        "gallery": searcher.count,
+        "gallery": len(ids),
         "db": config.db if config else None,
         "split": config.split if config else None,
         "limit": config.limit if config else None,
         "eval_classifier": config.eval_classifier if config else None,
         "schema": schema.to_dict(),
+        "protocol": protocol,
         "methods": methods,
     }
 
@@ -42,19 +52,32 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.2f}"
 
 
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
 def _acc(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
 def summary_markdown(summary: dict) -> str:
-    """The paper's three tables: classification accuracy, top-k accuracy, top-k per attribute."""
+    """The paper's three tables (classification accuracy, top-k accuracy, top-k per attribute) and
+    NDCG@k / MRR beside them."""
     names = list(summary["schema"])
+    pr = summary.get("protocol") or {}
+    split = summary.get("split")
+    queries = (f"a random sample of {pr['sample']} {split} images (seed {pr['sample_seed']})"
+               if pr.get("sample") else
+               f"the first {summary['limit']} {split} images" if summary.get("limit") else
+               f"every {split} image")
     ks = summary["ks"]
     tk = summary["table_k"]
     methods = summary["methods"]
+    gallery = "the test split" if pr.get("gallery") == "test" else "the whole catalog"
     lines = [f"# Benchmark: {summary.get('db')} ({summary.get('split')} split) against {summary['index']}",
-             "", f"Gallery: {summary['gallery']:,} items. Queries kept: those whose target vector some "
-             "gallery item other than the query's own has.", ""]
+             "", (f"Gallery: {summary['gallery']:,} items ({gallery}). Queries: {queries}; kept: those "
+                  "whose target vector some gallery item other than the query's own has; a missing "
+                  f"label in a target is {pr.get('missing', 'wildcard')!r}."), ""]
     lines += ["## Classification accuracy of edits (%, evaluation classifier)", "",
               "| method | " + " | ".join(names) + " | average |",
               "|---" * (len(names) + 2) + "|"]
@@ -68,6 +91,13 @@ def summary_markdown(summary: dict) -> str:
     for m, e in methods.items():
         lines.append(f"| {m} | {e['queries']} | {e['kept']} | "
                      + " | ".join(_acc(e["topk"][str(k)]) for k in ks) + " |")
+    lines += ["", "## NDCG@k (relevance = target attributes matched) and MRR, with the chance level",
+              "", "| method | matches per target | MRR | " + " | ".join(f"NDCG@{k}" for k in ks) + " |",
+              "|---" * (len(ks) + 3) + "|"]
+    for m, e in methods.items():
+        if "ndcg" in e:
+            lines.append(f"| {m} | {_num(e['matches_per_target'])} | {_acc(e['mrr'])} | "
+                         + " | ".join(_acc(e["ndcg"][str(k)]) for k in ks) + " |")
     lines += ["", f"## Top-{tk} retrieval accuracy per attribute", "",
               "| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for m, e in methods.items():

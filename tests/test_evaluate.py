@@ -9,7 +9,8 @@ import pytest
 
 from amgan_search.errors import UserError
 from amgan_search.index.benchmark import BenchmarkConfig, parse_methods, run_benchmark
-from amgan_search.metrics.retrieval import (classification_accuracy, parse_ks, query_targets,
+from amgan_search.metrics.retrieval import (classification_accuracy, dcg, method_metrics, ndcg,
+                                            parse_ks, query_targets, ranking_scores, relevance,
                                             retrieval_hits, target_matches, topk_accuracy)
 from amgan_search.schema import Schema
 
@@ -51,6 +52,57 @@ def test_missing_target_entries_constrain_nothing():
     labels = np.array(list(GALLERY.values()))
     assert target_matches([2, -1], labels).tolist() == [False, False, False, True, False]
     assert target_matches([-1, 0], labels).sum() == 3
+
+
+def test_ndcg_and_mrr_by_hand():
+    """Target (green, long); relevance = attributes matched: a 1, b 0, c 2, d 0, e 2."""
+    ids, labels = list(GALLERY), np.array(list(GALLERY.values()))
+    assert relevance([1, 0], labels).tolist() == [1, 0, 2, 0, 2]
+    # DCG@3 of a, b, c = (2^1-1)/log2(2) + 0/log2(3) + (2^2-1)/log2(4) = 1 + 0 + 1.5 = 2.5
+    assert dcg([1, 0, 2], 3) == pytest.approx(2.5)
+    # ideal c, e, a: 3/1 + 3/log2(3) + 1/log2(4) = 3 + 1.8927893 + 0.5 = 5.3927893
+    assert ndcg([1, 0, 2], [1, 0, 2, 0, 2], 3) == pytest.approx(2.5 / 5.3927893)
+    s = ranking_scores(np.array([[1, 0]]), [["a", "b", "c", "e"]], ids, labels, ks=[1, 3])
+    assert s["ndcg"][0].tolist() == pytest.approx([1 / 3, 2.5 / 5.3927893])  # @1: 1 / 3
+    assert s["rr"][0] == pytest.approx(1 / 3) and s["matches"][0] == 2  # first exact match: c at 3
+
+
+def test_own_item_leaves_the_ideal_ordering_and_the_ranking():
+    ids, labels = list(GALLERY), np.array(list(GALLERY.values()))
+    # own item c dropped: ranking a (1), e (2); the gallery's relevances left: e 2, a 1, b 0, d 0.
+    # DCG@2 = 1 + 3/log2(3) = 2.8927893; IDCG@2 = 3 + 1/log2(3) = 3.6309298
+    s = ranking_scores(np.array([[1, 0]]), [["c", "a", "e"]], ids, labels, ks=[2], own_ids=["c"])
+    assert s["ndcg"][0, 0] == pytest.approx(2.8927893 / 3.6309298)
+    assert s["rr"][0] == pytest.approx(0.5) and s["matches"][0] == 1
+    # no exact match within the searched depth: reciprocal rank 0, NDCG still grades a
+    s = ranking_scores(np.array([[1, 0]]), [["a", "b"]], ids, labels, ks=[2])
+    assert s["rr"][0] == 0.0 and s["ndcg"][0, 0] == pytest.approx(1 / (3 + 3 / np.log2(3)))
+
+
+def test_missing_label_as_a_wildcard_or_a_value():
+    labels = np.array([(1, 0), (1, 1), (1, -1), (0, -1)])
+    # the target (green, missing sleeve): a wildcard matches every green; a value only green-missing
+    assert relevance([1, -1], labels).tolist() == [2, 2, 2, 1]
+    assert relevance([1, -1], labels, "value").tolist() == [1, 1, 2, 1]
+    assert target_matches([1, -1], labels, "value").tolist() == [False, False, True, False]
+    with pytest.raises(UserError, match="wildcard or value"):
+        relevance([1, -1], labels, "any")
+
+
+def test_method_metrics_report_ndcg_mrr_and_the_chance_level():
+    ids, labels = ["p", "q", "r", "s"], np.array([(1, 0), (1, 1), (1, -1), (0, -1)])
+    records = [{"query": "s", "attribute": "color", "target": [1, -1], "predicted": None,
+                "retrieved": ["q", "r", "p"]}]
+    wild = method_metrics(records, ids, labels, SCHEMA, [1, 3])
+    value = method_metrics(records, ids, labels, SCHEMA, [1, 3], missing="value")
+    # wildcard: p, q, r all exact (3 matches), q first: rr 1, every ranked relevance ideal
+    assert (wild["matches_per_target"], wild["mrr"], wild["ndcg"]) == (3.0, 1.0, {"1": 1.0, "3": 1.0})
+    # value: only r (rank 2) exact; rels q 1, r 2, p 1 against the ideal r, p, q
+    assert value["matches_per_target"] == 1.0 and value["mrr"] == 0.5
+    assert value["topk"] == {"1": 0.0, "3": 1.0}
+    assert value["ndcg"]["1"] == pytest.approx(1 / 3)
+    dcg3, idcg3 = 1 + 3 / np.log2(3) + 1 / 2, 3 + 1 / np.log2(3) + 1 / 2
+    assert value["ndcg"]["3"] == pytest.approx(dcg3 / idcg3)
 
 
 def test_every_other_value_of_every_attribute_is_a_query():
@@ -142,6 +194,134 @@ def test_benchmark_writes_four_outputs_and_resumes(bench, tmp_path):
             for r in map(json.loads, resumed)}
     assert len(keys) == 36
     assert again["methods"] == summary["methods"]
+
+
+def _run_with(bench, out, **protocol):
+    return run_benchmark(BenchmarkConfig(
+        db=str(bench["db"]), index=str(bench["index"]), out=str(out), methods=parse_methods("real"),
+        ks=[1, 5, 10], eval_classifier=None, batch_size=4, device="cpu", progress=False, **protocol))
+
+
+def _records(out):
+    return [json.loads(line) for line in (out / "queries.jsonl").read_text().splitlines()]
+
+
+def test_benchmark_ndcg_and_mrr_agree_with_the_recorded_relevances(bench, tmp_path):
+    from amgan_search.index.search import Searcher
+
+    out = tmp_path / "run"
+    summary = _run_with(bench, out)
+    records = _records(out)
+    searcher = Searcher(bench["index"], use_gpu=False)
+    for r in records:  # the recorded relevance: target attributes each result matches
+        rows = [searcher.row_of(i) for i in r["retrieved"]]
+        assert r["relevance"] == relevance(r["target"], searcher.labels[rows]).tolist()
+    real = summary["methods"]["real"]
+    s = ranking_scores(np.array([r["target"] for r in records]), [r["retrieved"] for r in records],
+                       searcher.ids, searcher.labels, [1, 5, 10], [r["query"] for r in records])
+    kept = s["kept"]
+    assert real["ndcg"]["10"] == pytest.approx(s["ndcg"][kept, 2].mean())
+    assert real["mrr"] == pytest.approx(s["rr"][kept].mean())
+    # a hit at 1 has reciprocal rank 1; no exact match within 10 has 0
+    assert real["topk"]["1"] <= real["mrr"] <= real["topk"]["10"]
+    # 24 items, 4 of each (color, sleeve): a target has 4 matches, 3 when the own item is one
+    assert 3 <= real["matches_per_target"] <= 4
+    assert summary["protocol"] == {"gallery": "all", "sample": None, "sample_seed": 0,
+                                   "missing": "wildcard"}
+    assert "NDCG@10" in (out / "summary.md").read_text()
+
+
+def test_benchmark_test_gallery_searches_only_the_test_split(bench, tmp_path):
+    from amgan_search.catalog import Catalog
+
+    summary = _run_with(bench, tmp_path / "run", gallery="test")
+    test_ids = set(Catalog.open(str(bench["db"])).items("test")["id"].astype(str))
+    records = _records(tmp_path / "run")
+    assert summary["gallery"] == len(test_ids) == 6
+    # 6 test items, the own item excluded: 5 results however deep the search
+    assert all(set(r["retrieved"]) <= test_ids and len(r["retrieved"]) == 5 for r in records)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["gallery"] == "test"
+
+
+def test_benchmark_seeded_sample_of_queries(bench, tmp_path):
+    from amgan_search.catalog import Catalog
+    from amgan_search.index.benchmark import query_rows
+
+    rows = query_rows(6, None, 3, seed=1)
+    assert rows == query_rows(6, None, 3, seed=1) and len(set(rows)) == 3 and rows == sorted(rows)
+    assert {tuple(query_rows(6, None, 3, seed)) for seed in range(5)} != {tuple(rows)}
+    assert query_rows(6, 2, None, 0) == [0, 1] and query_rows(6, None, 9, 0) == list(range(6))
+    _run_with(bench, tmp_path / "run", sample=3, sample_seed=1)
+    ids = Catalog.open(str(bench["db"])).items("test")["id"].astype(str).tolist()
+    assert {r["query"] for r in _records(tmp_path / "run")} == {ids[i] for i in rows}
+    assert len(_records(tmp_path / "run")) == 3 * 3  # 3 images x 3 targets each
+    with pytest.raises(UserError, match="replaces the limit"):
+        _run_with(bench, tmp_path / "other", sample=3, limit=2)
+
+
+def test_summary_counts_missing_labels_by_the_run_rule(tmp_path):
+    """The summary scores a missing label by the recorded rule (a stand-in searcher: no index)."""
+    from types import SimpleNamespace
+
+    from amgan_search.index.report import summarise
+
+    labels = np.array([(1, 0), (1, 1), (1, -1), (0, -1)])
+    searcher = SimpleNamespace(ids=["p", "q", "r", "s"], labels=labels, dir=tmp_path, count=4,
+                               allowed=lambda where: None)
+    records = [{"query": "s", "method": "real", "attribute": "color", "target": [1, -1],
+                "predicted": None, "retrieved": ["q", "r", "p"]}]
+    config = SimpleNamespace(methods=parse_methods("real"), db="x.db", split="test", limit=None,
+                             eval_classifier=None,
+                             protocol=lambda: {"gallery": "all", "sample": None, "sample_seed": 0,
+                                               "missing": "value"})
+    assert summarise(records, searcher, SCHEMA, [1, 3], config)["methods"]["real"]["mrr"] == 0.5
+    assert summarise(records, searcher, SCHEMA, [1, 3])["methods"]["real"]["mrr"] == 1.0
+
+
+@pytest.mark.parametrize("choice", [{"gallery": "test"}, {"sample": 3}, {"sample_seed": 5},
+                                    {"missing": "value"}])
+def test_a_resumed_run_refuses_other_protocol_choices(bench, tmp_path, choice):
+    out = tmp_path / "run"
+    _run_with(bench, out, sample=3) if "sample_seed" in choice else _run_with(bench, out)
+    key = next(iter(choice))
+    base = {"sample": 3} if key == "sample_seed" else {}
+    with pytest.raises(UserError, match=f"another {key} "):
+        _run_with(bench, out, **base, **choice)
+
+
+def test_the_cli_records_the_protocol_and_refuses_sample_with_limit(bench, tmp_path):
+    from click.testing import CliRunner
+
+    from builders import assert_refused
+
+    from amgan_search.cli.main import cli
+
+    base = ["benchmark", "--db", str(bench["db"]), "--index", str(bench["index"]), "--methods",
+            "real", "--k", "1,5", "--eval-classifier", "none", "--workers", "0", "--quiet"]
+    assert_refused(CliRunner().invoke(cli, base + ["--out", str(tmp_path / "a"), "--sample", "3",
+                                                   "--limit", "2"]), "--sample", "--limit")
+    result = CliRunner().invoke(cli, base + ["--out", str(tmp_path / "b"), "--gallery", "test",
+                                             "--missing", "value", "--sample", "2",
+                                             "--sample-seed", "7"])
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert {k: run[k] for k in ("gallery", "sample", "sample_seed", "missing")} == {
+        "gallery": "test", "sample": 2, "sample_seed": 7, "missing": "value"}
+    assert "the test split" in result.output and "random sample of 2" in result.output
+    help_text = CliRunner().invoke(cli, ["benchmark", "--help"]).output
+    assert "ADDE" in help_text and "--gallery" in help_text and "--missing" in help_text
+
+
+def test_a_run_from_before_the_protocol_options_resumes_with_the_defaults(bench, tmp_path):
+    out = tmp_path / "run"
+    _run_with(bench, out)
+    run = json.loads((out / "run.json").read_text())
+    old = {k: v for k, v in run.items() if k not in ("gallery", "sample", "sample_seed", "missing")}
+    (out / "run.json").write_text(json.dumps(old))
+    _run_with(bench, out)  # the defaults are what such a run did: no refusal
+    with pytest.raises(UserError, match="another missing"):
+        (out / "run.json").write_text(json.dumps(old))
+        _run_with(bench, out, missing="value")
 
 
 def test_benchmark_refuses_to_mix_runs(bench, tmp_path):

@@ -8,6 +8,17 @@ than its current one, the query is embed(G(x, target)); the gallery is the index
 the query's own item; the target vector is the input's attributes with that one value replaced.
 A query is kept only if some gallery item has the whole target vector; it is a hit at k if some
 item among its top k has the whole target vector.
+
+Beside top-k, as ADDE's public evaluation reports them, over the same kept queries:
+- NDCG@k with graded relevance rel = the number of attributes of the target vector a result
+  matches: DCG@k = sum over ranks i = 1..k of (2^rel_i - 1) / log2(i + 1), IDCG@k the same sum
+  over the gallery's relevances sorted best first, NDCG@k = DCG@k / IDCG@k. The query's own item
+  is neither a result nor part of the ideal ordering.
+- MRR: the mean of 1 / (rank of the first result with the whole target vector), 0 when none is
+  within the searched depth.
+- The chance level: how many gallery items (the query's own excluded) have the whole target vector.
+A missing entry (-1) in a target vector is a wildcard (matches anything, the default) or, with
+missing="value" (ADDE's), a value of its own that only a missing label matches.
 """
 
 from __future__ import annotations
@@ -23,48 +34,95 @@ DEFAULT_KS = (1, 5, 10, 20, 30, 50)
 TABLE_K = 30  # the paper's per-attribute retrieval table is at top-30
 
 
-def target_matches(target: Sequence[int], labels: np.ndarray) -> np.ndarray:
-    """Gallery rows that have the whole target vector.
+WILDCARD, VALUE = "wildcard", "value"
+MISSING_RULES = (WILDCARD, VALUE)
 
-    A missing entry (-1) in the target, which only an input with an unknown value produces,
-    constrains nothing: the paper is silent, and requiring "unknown" would reward missing labels.
+
+def relevance(target: Sequence[int], labels: np.ndarray, missing: str = WILDCARD) -> np.ndarray:
+    """Graded relevance of gallery rows [N, M] -> [N]: how many target attributes each matches.
+
+    A missing target entry is matched by every row (wildcard: the paper is silent, and requiring
+    "unknown" would reward missing labels) or only by missing labels (value, ADDE's rule).
     """
+    if missing not in MISSING_RULES:
+        raise UserError(f"missing labels are {' or '.join(MISSING_RULES)}, got {missing!r}")
     target = np.asarray(target, dtype=np.int64)
-    known = target != MISSING
-    return np.all(labels[:, known] == target[known], axis=1)
+    same = np.asarray(labels, dtype=np.int64) == target
+    if missing == WILDCARD:
+        same |= target == MISSING
+    return same.sum(axis=1)
 
 
-def retrieval_hits(targets: np.ndarray, retrieved: Sequence[Sequence], gallery_ids: Sequence,
+def target_matches(target: Sequence[int], labels: np.ndarray, missing: str = WILDCARD) -> np.ndarray:
+    """Gallery rows that have the whole target vector (relevance = every attribute)."""
+    return relevance(target, labels, missing) == len(target)
+
+
+def dcg(rels: Sequence[int], k: int) -> float:
+    """sum over ranks i = 1..k of (2^rel_i - 1) / log2(i + 1)."""
+    rels = np.asarray(rels, dtype=np.float64)[:k]
+    return float(np.sum((2.0 ** rels - 1.0) / np.log2(np.arange(2, len(rels) + 2))))
+
+
+def ndcg(ranked_rels: Sequence[int], gallery_rels: Sequence[int], k: int) -> float:
+    """DCG@k of the ranking over DCG@k of the gallery's ideal ordering (0 when that is 0)."""
+    ideal = dcg(np.sort(np.asarray(gallery_rels))[::-1], k)
+    return dcg(ranked_rels, k) / ideal if ideal > 0 else 0.0
+
+
+def ranking_scores(targets: np.ndarray, retrieved: Sequence[Sequence], gallery_ids: Sequence,
                    gallery_labels: np.ndarray, ks: Sequence[int] = DEFAULT_KS,
-                   own_ids: Sequence | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(kept [Q] bool, hits [Q, len(ks)] bool) for queries with target vectors [Q, M].
+                   own_ids: Sequence | None = None, missing: str = WILDCARD) -> dict[str, np.ndarray]:
+    """Per query [Q]: kept, hits [Q, len(ks)], ndcg [Q, len(ks)], rr (reciprocal rank of the first
+    exact match, 0 for none) and matches (gallery items with the whole target vector).
 
     `retrieved[q]` lists gallery ids best first; `own_ids[q]` (or None) is the query's own item,
-    which is neither a gallery item for the kept rule nor a result (dropped before cutting at k).
+    which is neither a gallery item nor a result (dropped before cutting at k); ids outside the
+    gallery are dropped the same way.
     """
     targets = np.asarray(targets, dtype=np.int64)
     gallery_labels = np.asarray(gallery_labels, dtype=np.int64)
     row_of = {str(i): r for r, i in enumerate(gallery_ids)}
     ks = list(ks)
-    kept = np.zeros(len(targets), dtype=bool)
-    hits = np.zeros((len(targets), len(ks)), dtype=bool)
-    cache: dict[tuple, np.ndarray] = {}
+    q_n, m = len(targets), gallery_labels.shape[1]
+    out = {"kept": np.zeros(q_n, dtype=bool), "hits": np.zeros((q_n, len(ks)), dtype=bool),
+           "ndcg": np.zeros((q_n, len(ks))), "rr": np.zeros(q_n), "matches": np.zeros(q_n, np.int64)}
+    cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
     for q, target in enumerate(targets):
         key = tuple(target.tolist())
         if key not in cache:
-            cache[key] = target_matches(target, gallery_labels)
-        match = cache[key]
+            rel = relevance(target, gallery_labels, missing)
+            cache[key] = rel, np.bincount(rel, minlength=m + 1)
+        rel, counts = cache[key]
         own = None if own_ids is None or own_ids[q] is None else str(own_ids[q])
         own_row = row_of.get(own) if own is not None else None
-        n_match = int(match.sum()) - (1 if own_row is not None and match[own_row] else 0)
-        kept[q] = n_match > 0
-        if not kept[q]:
+        if own_row is not None:  # the own item leaves the gallery: the ideal ordering too
+            counts = counts.copy()
+            counts[rel[own_row]] -= 1
+        out["matches"][q] = counts[m]
+        out["kept"][q] = counts[m] > 0
+        if not out["kept"][q]:
             continue
-        ranked = [row_of[str(i)] for i in retrieved[q] if str(i) != own and str(i) in row_of]
-        first = next((rank for rank, r in enumerate(ranked, start=1) if match[r]), None)
+        ranked = rel[[row_of[str(i)] for i in retrieved[q] if str(i) != own and str(i) in row_of]]
+        exact = np.flatnonzero(ranked == m)
+        first = int(exact[0]) + 1 if len(exact) else None
+        out["rr"][q] = 1.0 / first if first else 0.0
         if first is not None:
-            hits[q] = [first <= k for k in ks]
-    return kept, hits
+            out["hits"][q] = [first <= k for k in ks]
+        ideal = np.repeat(np.arange(m, -1, -1), counts[::-1])
+        for j, k in enumerate(ks):
+            out["ndcg"][q, j] = ndcg(ranked, ideal[:k], k)
+    return out
+
+
+def retrieval_hits(targets: np.ndarray, retrieved: Sequence[Sequence], gallery_ids: Sequence,
+                   gallery_labels: np.ndarray, ks: Sequence[int] = DEFAULT_KS,
+                   own_ids: Sequence | None = None,
+                   missing: str = WILDCARD) -> tuple[np.ndarray, np.ndarray]:
+    """(kept [Q] bool, hits [Q, len(ks)] bool) for queries with target vectors [Q, M]
+    (`ranking_scores`' first two)."""
+    scores = ranking_scores(targets, retrieved, gallery_ids, gallery_labels, ks, own_ids, missing)
+    return scores["kept"], scores["hits"]
 
 
 def topk_accuracy(kept: np.ndarray, hits: np.ndarray, ks: Sequence[int]) -> dict[int, float | None]:
@@ -122,26 +180,32 @@ def table_k(ks: Sequence[int]) -> int:
 
 
 def method_metrics(records: Sequence[dict], gallery_ids: Sequence, gallery_labels: np.ndarray,
-                   schema: Schema, ks: Sequence[int]) -> dict:
-    """Both metrics of one method from its query records ({query, attribute, target, predicted,
-    retrieved}): queries, kept, top-k accuracy, top-k per attribute at `table_k`, and the
-    classification accuracy when every record has a prediction."""
+                   schema: Schema, ks: Sequence[int], missing: str = WILDCARD) -> dict:
+    """The metrics of one method from its query records ({query, attribute, target, predicted,
+    retrieved}): queries, kept, top-k accuracy, top-k per attribute at `table_k`, NDCG@k, MRR,
+    the chance level, and the classification accuracy when every record has a prediction."""
     ks = list(ks)
     targets = np.array([r["target"] for r in records], dtype=np.int64)
     attrs = np.array([schema.names.index(r["attribute"]) for r in records], dtype=np.int64)
-    kept, hits = retrieval_hits(targets, [r["retrieved"] for r in records], gallery_ids,
-                                gallery_labels, ks, [r["query"] for r in records])
+    scores = ranking_scores(targets, [r["retrieved"] for r in records], gallery_ids,
+                            gallery_labels, ks, [r["query"] for r in records], missing)
+    kept, hits = scores["kept"], scores["hits"]
     per_attr_k = table_k(ks)
     col = ks.index(per_attr_k)
     per_attr = {}
     for j, a in enumerate(schema.names):
         sel = kept & (attrs == j)
         per_attr[a] = float(hits[sel, col].mean()) if sel.any() else None
+    any_kept = bool(kept.any())
     entry = {
         "queries": len(records),
         "kept": int(kept.sum()),
         "topk": {str(k): v for k, v in topk_accuracy(kept, hits, ks).items()},
         f"top{per_attr_k}_per_attribute": per_attr,
+        "ndcg": {str(k): float(scores["ndcg"][kept, j].mean()) if any_kept else None
+                 for j, k in enumerate(ks)},
+        "mrr": float(scores["rr"][kept].mean()) if any_kept else None,
+        "matches_per_target": float(scores["matches"][kept].mean()) if any_kept else None,
     }
     preds = [r.get("predicted") for r in records]
     if all(p is not None for p in preds):
