@@ -12,8 +12,9 @@ from amgan_search.cli.options import (SEED, WORKERS, check_own_folder, device_op
                                       load_classifier_option, writable_dir, writable_file)
 
 # evaluate_edits holds every scene at once: its render (3 bytes a pixel), six masks (6) and the
-# float32 tensor of the renders (12), measured with tracemalloc and tensor sizes at 200 x 64x64.
-EDIT_BYTES_PER_PIXEL = 21
+# float32 tensor of the renders (12), measured with tracemalloc and tensor sizes at 200 x 64x64;
+# and the truth grader's references with one fabric render (33, tracemalloc at 50 x 64x64).
+EDIT_BYTES_PER_PIXEL = 54
 # The largest top-k a benchmark searches to, as `query -k`.
 MAX_K = 10_000
 
@@ -75,7 +76,7 @@ def evaluate_classifier(which, db, split, cam_scenes, seed, cam_sheet, as_json) 
 @click.option("--eval-classifier", default="eval", show_default=True,
               help="Evaluation classifier directory, or 'eval' for the shipped classifier-eval.")
 @click.option("--n", "n", type=click.IntRange(1, 1_000_000), default=100, show_default=True,
-              help="Test scenes (held in memory at once: about 21 bytes a pixel).")
+              help="Test scenes (held in memory at once: about 54 bytes a pixel).")
 @click.option("--seed", type=SEED, default=777, show_default=True, help="Test scenes' seed.")
 @click.option("--size", type=click.IntRange(16, 1024), default=64, show_default=True,
               help="Render size.")
@@ -88,7 +89,8 @@ def evaluate_classifier(which, db, split, cam_scenes, seed, cam_sheet, as_json) 
 @device_option(help="torch device.", default="cpu", show_default=True)
 def evaluate_edits(model, method, eval_classifier, n, seed, size, out, as_json, grid,
                    device) -> None:
-    """Grade edits against the synthetic renderer's truth: accuracy, fidelity, preservation, IoU."""
+    """Grade edits against the synthetic renderer's truth: accuracy (evaluation classifier and the
+    grader that is no network), fidelity, preservation, IoU."""
     from amgan_search.editors import claim_pngs
     from amgan_search.errors import UserError
     from amgan_search.io import write_text

@@ -9,6 +9,10 @@ Protocol choices (the defaults first; ADDE's public evaluation makes the other o
 - gallery: "all" searches the whole catalog, "test" only its test split;
 - queries: the first `limit` items of the split, or a seeded random `sample` of them;
 - missing: a missing label in a target vector is a "wildcard" or a "value" of its own.
+
+On a synthetic catalog every edited query image is also read by the grader that is no network
+(`metrics.truth`, against renders of the query item's own scene): each record holds its reading as
+"truth" ({attribute: value or null}); on any other catalog records have no "truth".
 """
 
 from __future__ import annotations
@@ -185,6 +189,7 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
     evaluator = (None if config.eval_classifier is None
                  else load_model(config.eval_classifier, "classifier", device))
     runner = _Runner(config, searcher, embedder, evaluator, done, k_max, device)
+    runner.scenes = truth_scenes(catalog)
     # fsync per batch: a kill loses at most the batch being written, and a rerun resumes after it.
     with JsonlWriter(records_path, durable=True, compact=True) as writer:
         for method in config.methods:
@@ -192,6 +197,16 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
     summary = summarise(read_jsonl(records_path, repair=True), searcher, schema, ks, config)
     write_outputs(out, summary)
     return summary
+
+
+def truth_scenes(catalog) -> dict | None:
+    """The scene behind each item of a synthetic catalog (the truth grader's), else None."""
+    from amgan_search.synthetic import load_scene_table
+
+    root = Path(catalog.root)
+    if catalog.format != "synthetic" or not (root / "catalog.csv").is_file():
+        return None
+    return {str(row.id): row.scene for row in load_scene_table(root)}
 
 
 class _Runner:
@@ -204,6 +219,7 @@ class _Runner:
         self.schema: Schema = searcher.schema
         self.done, self.k_max, self.device = done, k_max, device
         self.where = gallery_where(config.gallery)
+        self.scenes: dict | None = None  # item id -> scene on a synthetic catalog: truth graded
 
     def run_method(self, method: Method, editor: Editor, writer) -> None:
         """The method's queries over the split's query rows (`query_rows`), skipping those done."""
@@ -245,7 +261,8 @@ class _Runner:
 
         searcher, records = self.searcher, []
         own_rows = np.array([searcher.row_of(i) for i in batch_ids], dtype=np.int64)
-        unedited = None  # (vectors, predictions) of x itself
+        unedited = None  # (vectors, predictions, truth readings) of x itself
+        refs: dict = {}  # the truth grader's references per query of the batch, drawn once
         for j, attr in enumerate(self.schema.attributes):
             for v in range(len(attr.values)):
                 sel, targets = self.todo(method, y, batch_ids, j, v)
@@ -255,14 +272,17 @@ class _Runner:
                     if isinstance(editor, IdentityEditor):
                         # The unedited query is the same for every target: embed and classify it once.
                         if unedited is None:
-                            unedited = (self.embedder(x), self.predict(x))
-                        vectors, predicted = (None if a is None else a[sel] for a in unedited)
+                            unedited = (self.embedder(x), self.predict(x),
+                                        self.truth(x, batch_ids, range(len(x)), refs))
+                        vectors, predicted = (None if a is None else a[sel] for a in unedited[:2])
+                        truth = None if unedited[2] is None else [unedited[2][b] for b in sel]
                     else:
                         x_star, _ = editor.edit_batch(
                             x[sel].to(self.device), y[sel].to(self.device), j,
                             torch.full((len(sel),), v, dtype=torch.long, device=self.device),
                             items=[batch_ids[b] for b in sel])
                         vectors, predicted = self.embedder(x_star), self.predict(x_star)
+                        truth = self.truth(x_star, batch_ids, sel, refs)
                 rows, _ = searcher.search(vectors, self.k_max, where=self.where,
                                           exclude_rows=own_rows[sel])
                 for i, b in enumerate(sel):
@@ -276,6 +296,8 @@ class _Runner:
                         "relevance": relevance(targets[i].numpy(), searcher.labels[found],
                                                self.config.missing).tolist(),
                     })
+                    if truth is not None:
+                        records[-1]["truth"] = truth[i]
                     self.done.add(_record_key(batch_ids[b], method, attr.name, targets[i].tolist()))
         return records
 
@@ -287,6 +309,26 @@ class _Runner:
         sel = [b for b in range(len(batch_ids)) if y[b, j].item() != v
                and _record_key(batch_ids[b], method, name, targets[b].tolist()) not in self.done]
         return sel, targets[sel]
+
+    def truth(self, x, batch_ids: Sequence[str], sel, refs: dict) -> list[dict] | None:
+        """The truth grader's reading of each image x [B,3,S,S] of the rows `sel` of the batch
+        (against its query's scene; refs caches the references per query), or None when the
+        catalog is not synthetic."""
+        from amgan_search.metrics.edits import to_uint8
+        from amgan_search.metrics.truth import References, grade_with
+
+        if self.scenes is None:
+            return None
+        readings = []
+        for image, b in zip(to_uint8(x), sel):
+            if b not in refs:
+                scene = self.scenes.get(str(batch_ids[b]))
+                if scene is None:
+                    raise UserError(f"{self.config.db}: item {batch_ids[b]!r} has no scene in "
+                                    "the synthetic catalog's catalog.csv")
+                refs[b] = References(scene, image.shape[0])
+            readings.append(grade_with(image, refs[b]))
+        return readings
 
     def predict(self, x):
         """The evaluation classifier's reading of every attribute [B, M], or None without one."""

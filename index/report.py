@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from amgan_search.metrics.retrieval import WILDCARD, method_metrics, table_k
 from amgan_search.schema import Schema
 
@@ -33,6 +35,8 @@ def summarise(records: list[dict], searcher, schema: Schema, ks: Sequence[int],
     methods = {name: method_metrics(by_method[name], ids, labels, schema, ks,
                                     protocol.get("missing", WILDCARD))
                for name in order if by_method.get(name)}
+    for name, entry in methods.items():
+        entry["truth"] = truth_accuracy(by_method[name], schema)
     return {
         "ks": ks,
         "table_k": table_k(ks),
@@ -48,8 +52,26 @@ def summarise(records: list[dict], searcher, schema: Schema, ks: Sequence[int],
     }
 
 
-def _pct(v) -> str:
-    return "-" if v is None else f"{100 * v:.2f}"
+def truth_accuracy(records: Sequence[dict], schema: Schema) -> dict | None:
+    """Per manipulated attribute: how often the non-network grader read the target value (the
+    records' "truth"); None for an attribute it does not read, and None in all when some record
+    has no reading (a catalog that is not synthetic). `average`: over the attributes read."""
+    if not records or any("truth" not in r for r in records):
+        return None
+    out: dict[str, float | None] = {}
+    for j, attr in enumerate(schema.attributes):
+        mine = [r for r in records if r["attribute"] == attr.name]
+        read = [r for r in mine if attr.name in r["truth"]]
+        out[attr.name] = (float(np.mean([r["truth"][attr.name] == attr.values[r["target"][j]]
+                                         for r in mine]))
+                          if mine and len(read) == len(mine) else None)
+    values = [v for v in out.values() if v is not None]
+    out["average"] = float(np.mean(values)) if values else None
+    return out
+
+
+def _pct(v, none: str = "-") -> str:
+    return none if v is None else f"{100 * v:.2f}"
 
 
 def _num(v) -> str:
@@ -84,6 +106,14 @@ def summary_markdown(summary: dict) -> str:
     for m, e in methods.items():
         c = e.get("classification")
         cells = [_pct(c.get(a)) for a in names] + [_pct(c.get("average"))] if c else ["-"] * (len(names) + 1)
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += ["", ("## Accuracy of edits by the grader that is no network (%, synthetic "
+                   "catalogs; n/a elsewhere)"), "", "| method | " + " | ".join(names) + " | average |",
+              "|---" * (len(names) + 2) + "|"]
+    for m, e in methods.items():
+        t = e.get("truth")
+        cells = ([_pct(t.get(a), "n/a") for a in names + ["average"]] if t
+                 else ["n/a"] * (len(names) + 1))
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines += ["", "## Top-k retrieval accuracy", "",
               "| method | queries | kept | " + " | ".join(f"top-{k}" for k in ks) + " |",

@@ -264,6 +264,11 @@ def test_edit_quality_of_the_true_render_is_perfect_and_of_no_edit_is_nil():
                for p in ("changed", "rest_of_figure", "outside"))
     table = markdown_table(oracle)
     assert "| color |" in table and "| **mean** |" in table
+    # The grader that is no network reads the true edits as their targets and no edit as none.
+    assert oracle["per_attribute"]["color"]["truth_accuracy"] >= 0.9
+    assert oracle["per_attribute"]["sleeve"]["truth_accuracy"] == 1.0
+    assert oracle["mean"]["truth_accuracy"] >= 0.95 and "| truth accuracy |" in table
+    assert nothing["truth_accuracy"] == 0.0
 
 
 def test_evaluate_edits_command_on_a_tiny_synthetic_model(tmp_path):
@@ -290,6 +295,8 @@ def test_evaluate_edits_command_on_a_tiny_synthetic_model(tmp_path):
     # StarGAN regenerates the whole picture: its attention covers everything, so its IoU is the
     # changed fraction of the image and no pixel outside the garment is guaranteed to survive.
     assert data["method"] == "stargan" and 0 < data["mean"]["attention_iou"] < 0.5
+    assert set(data["per_attribute"]["sleeve"]) >= {"accuracy", "truth_accuracy"}
+    assert 0 <= data["mean"]["truth_accuracy"] <= 1 and "| truth accuracy |" in result.output
     assert data["mean"]["preservation"] > 0
 
 

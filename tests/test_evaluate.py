@@ -333,6 +333,14 @@ def test_benchmark_refuses_to_mix_runs(bench, tmp_path):
                                       eval_classifier=None, device="cpu", progress=False))
 
 
+def test_no_truth_grading_on_a_catalog_that_is_not_synthetic(bench, tmp_path):
+    summary = _run(bench, tmp_path / "r", "real")
+    assert summary["methods"]["real"]["truth"] is None
+    assert all("truth" not in r for r in _records(tmp_path / "r"))
+    md = (tmp_path / "r" / "summary.md").read_text()
+    assert "| real | n/a | n/a | n/a |" in md
+
+
 def test_oracle_needs_a_synthetic_catalog(bench, tmp_path):
     with pytest.raises(UserError, match="oracle method needs a synthetic catalog"):
         _run(bench, tmp_path / "o", "oracle")
@@ -373,3 +381,15 @@ def test_oracle_edits_are_the_true_renders(tmp_path):
     assert real.keys() == oracle.keys()
     # the unedited query retrieves the same list for every target; the true edits do not
     assert len({tuple(v) for v in oracle.values()}) > len({tuple(v) for v in real.values()})
+    # The grader that is no network reads every query against its own scene: the true edits
+    # as their targets, the unedited queries as not the target.
+    assert all(set(r["truth"]) == {"color", "sleeve"} for r in records)
+    truth = {m: summary["methods"][m]["truth"] for m in ("real", "oracle")}
+    assert truth["oracle"]["color"] >= 0.9 and truth["oracle"]["sleeve"] >= 0.9
+    assert truth["real"] == {"color": 0.0, "sleeve": 0.0, "average": 0.0}
+    by_hand = np.mean([r["truth"]["color"] == DEFAULT_SCHEMA.attributes[0].values[r["target"][0]]
+                       for r in records if r["method"] == "oracle" and r["attribute"] == "color"])
+    assert truth["oracle"]["color"] == by_hand
+    md = (tmp_path / "run" / "summary.md").read_text()
+    assert "## Accuracy of edits by the grader that is no network" in md
+    assert f"| oracle | {100 * truth['oracle']['color']:.2f} |" in md

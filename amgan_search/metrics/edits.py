@@ -3,6 +3,9 @@
 For test scenes drawn from seeds training never saw, every attribute and every value other than the
 scene's own is a target; the renderer draws the same scene with that value, a pixel-exact truth.
 - accuracy: the evaluation classifier reads the edited attribute as the target value;
+- truth accuracy: the grader that is no network (`metrics.truth`, against renders of the test
+  scene itself) reads the edited attribute as the target value; None for an attribute it does
+  not read (it reads TRUTH_ATTRIBUTES);
 - fidelity: mean L1 of the edit to the true render, against the unedited input's L1 to it
   (reduction = 1 - edit / input: 1 is perfect, 0 is no better than not editing);
 - where the edit's L1 lies: its sum split over the truly changed pixels, the rest of garment | arms,
@@ -31,6 +34,8 @@ L1_PARTS = ("changed", "rest_of_figure", "outside")
 # Test scenes are seeded from a SeedSequence of the given seed: 63-bit seeds that the catalog's
 # consecutive training seeds do not reach.
 SEED_SALT = 0xED17
+# The attributes the non-network grader reads (`metrics.truth.grade`'s keys).
+TRUTH_ATTRIBUTES = ("color", "sleeve")
 
 
 def test_seeds(n: int, seed: int) -> list[int]:
@@ -43,6 +48,7 @@ def evaluate_edits(manipulator, eval_classifier, n: int = 100, seed: int = 777, 
     """Per attribute and averaged: accuracy, fidelity (L1, reduction), preservation, IoU."""
     from tqdm import tqdm
 
+    from amgan_search.metrics.truth import References
     from amgan_search.nets.classifier import classifier_input
     from amgan_search.synthetic import render, sample_scene
 
@@ -53,6 +59,7 @@ def evaluate_edits(manipulator, eval_classifier, n: int = 100, seed: int = 777, 
     cur = torch.as_tensor(np.stack([schema.encode(sc.attributes) for sc in scenes]))
     jobs = [(j, v) for j, a in enumerate(schema.attributes) for v in range(len(a.values))]
     sums: dict[str, dict[str, float]] = {a.name: {} for a in schema.attributes}
+    refs: dict[int, References] = {}  # the truth grader's renders of each scene, drawn once
     for j, v in tqdm(jobs, desc="edits", disable=not progress, dynamic_ncols=True):
         attr = schema.attributes[j]
         rows = [i for i in range(n) if int(cur[i, j]) != v]
@@ -69,9 +76,20 @@ def evaluate_edits(manipulator, eval_classifier, n: int = 100, seed: int = 777, 
                 for i, m in zip(chunk, masks)]))[:, None]
             _grade(sums[attr.name], x_in, x_true, x_star, alpha, float((pred.cpu() == v).sum()),
                    outside)
+            if attr.name in TRUTH_ATTRIBUTES:
+                _add(sums[attr.name], "truth_correct", _truth_hits(
+                    x_star, [scenes[i] for i in chunk], chunk, refs, attr.name, attr.values[v]))
+        for ref in refs.values():  # one job's fabric renders: the memory stays one per scene
+            ref.forget_fabrics()
     per_attribute = {name: _averages(s) for name, s in sums.items()}
-    keys = [key for key in next(iter(per_attribute.values())) if key != "n_edits"]
+    for name, r in per_attribute.items():
+        r["truth_accuracy"] = (sums[name].get("truth_correct", 0) / max(r["n_edits"], 1)
+                               if name in TRUTH_ATTRIBUTES else None)
+    keys = [key for key in next(iter(per_attribute.values()))
+            if key not in ("n_edits", "truth_accuracy")]
     mean = {key: float(np.mean([r[key] for r in per_attribute.values()])) for key in keys}
+    truth = [r["truth_accuracy"] for r in per_attribute.values() if r["truth_accuracy"] is not None]
+    mean["truth_accuracy"] = float(np.mean(truth)) if truth else None
     return {"method": manipulator.config.get("method"), "n_scenes": n, "seed": seed, "size": size,
             "per_attribute": per_attribute, "mean": mean}
 
@@ -97,6 +115,25 @@ def _grade(s: dict, x_in, x_true, x_star, alpha, correct: float, outside) -> Non
     union = (att | changed).flatten(1).sum(1).float()
     _add(s, "iou", float(torch.where(union > 0, inter / union.clamp_min(1),
                                      torch.ones_like(union)).sum()))
+
+
+def to_uint8(x) -> np.ndarray:
+    """Images [B,3,S,S] in [0, 1] -> uint8 [B,S,S,3], as a catalog would store them."""
+    return (x.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8) \
+        .permute(0, 2, 3, 1).numpy()
+
+
+def _truth_hits(x_star, scenes, keys, refs: dict, attribute: str, value: str) -> float:
+    """How many edits [B,3,S,S] of these scenes the non-network grader reads as `value`;
+    refs caches each scene's references under its key."""
+    from amgan_search.metrics.truth import References, grade_with
+
+    hits = 0
+    for image, scene, key in zip(to_uint8(x_star), scenes, keys):
+        if key not in refs:
+            refs[key] = References(scene, image.shape[0])
+        hits += grade_with(image, refs[key])[attribute] == value
+    return float(hits)
 
 
 def _averages(s: dict) -> dict[str, float]:
@@ -149,12 +186,16 @@ def edit_grid(manipulator, n: int = 6, seed: int = 777, size: int = 64,
 
 def markdown_table(results: dict[str, Any]) -> str:
     """One row per attribute and the mean."""
-    head = ("| attribute | edits | accuracy | L1 edit | L1 input | fidelity reduction "
-            "| preservation | attention IoU |\n|---|---|---|---|---|---|---|---|\n")
+    head = ("| attribute | edits | accuracy | truth accuracy | L1 edit | L1 input "
+            "| fidelity reduction | preservation | attention IoU |\n"
+            "|---|---|---|---|---|---|---|---|---|\n")
     rows = []
     items = list(results["per_attribute"].items()) + [("**mean**", results["mean"])]
     for name, r in items:
-        rows.append(f"| {name} | {r.get('n_edits', '')} | {r['accuracy']:.3f} | {r['l1_edit']:.4f} "
+        truth = r.get("truth_accuracy")
+        truth = "n/a" if truth is None else f"{truth:.3f}"
+        rows.append(f"| {name} | {r.get('n_edits', '')} | {r['accuracy']:.3f} | {truth} "
+                    f"| {r['l1_edit']:.4f} "
                     f"| {r['l1_input']:.4f} | {r['fidelity_reduction']:.3f} "
                     f"| {r['preservation']:.4f} | {r['attention_iou']:.3f} |")
     title = (f"Edit quality of `{results['method']}` on {results['n_scenes']} synthetic test "

@@ -109,6 +109,11 @@ class References:
             self._fabric[color] = _draw(self.scene, self.size, sleeve="long", color=color)[0]
         return self._fabric[color]
 
+    def forget_fabrics(self) -> None:
+        """Drop the fabric renders drawn so far (one per colour read): a caller grading many
+        scenes keeps its memory to the fixed references."""
+        self._fabric.clear()
+
 
 def read_color(image: np.ndarray, ref: References) -> str | None:
     """The color the torso's pixels vote for (module docstring), or None."""
