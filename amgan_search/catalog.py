@@ -29,7 +29,7 @@ import numpy as np
 
 from amgan_search import __version__, db_checksum
 from amgan_search.errors import UserError
-from amgan_search.io import atomic_path, writer_lock
+from amgan_search.io import atomic_path, check_parents, writer_lock
 from amgan_search.outputs import claim_file
 from amgan_search.schema import MISSING, Schema
 from amgan_search.sources import (CATEGORY, GENDER, Source, check_column_names, check_images_decode,
@@ -121,7 +121,7 @@ def import_catalog(fmt: str, src: str | os.PathLike, db_path: str | os.PathLike,
     it only their presence is checked. An existing `db_path` is replaced only by a catalog DB.
     """
     db_path = Path(db_path)
-    _check_folder(db_path)
+    check_parents(db_path)
     with writer_lock(db_path):
         claim_file(db_path, is_catalog_db, "catalog DB")
         source = read_source(fmt, src, attributes=attributes, image_root=image_root)
@@ -129,13 +129,6 @@ def import_catalog(fmt: str, src: str | os.PathLike, db_path: str | os.PathLike,
             check_images_decode(source, src, progress=progress)
         write_catalog_db(source, db_path, src=src, progress=progress)
     return Catalog.open(db_path)
-
-
-def _check_folder(db_path: Path) -> None:
-    """A DB path under a file (`a.db/x.db`) is one line, not the OSError making its folder raises."""
-    parent = next((p for p in db_path.parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise UserError(f"{db_path}: {parent} is a file, not a folder")
 
 
 def is_catalog_db(path: str | os.PathLike) -> bool:

@@ -131,10 +131,8 @@ def weights_sha256(folder: str | os.PathLike) -> str:
 
 
 def record_sums(folder: str | os.PathLike, names: Iterable[str]) -> None:
-    """SHA256SUMS of `names` for a folder already in place (written atomically, unlike
-    `integrity.write_sums`, which is for folders still under their temporary name)."""
-    folder = Path(folder)
-    write_text(folder / SUMS, "".join(f"{file_sha256(folder / n)}  {n}\n" for n in sorted(names)))
+    """SHA256SUMS of `names` for a folder already in place."""
+    write_sums(folder, names)
 
 
 # -- model directories -----------------------------------------------------------------------------

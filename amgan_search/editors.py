@@ -231,14 +231,7 @@ class Manipulator:
             masks[self.schema.attributes[j].name] = alpha
         if region is not None:
             masks["region"] = region
-        # Compose at the input's resolution: where the edits' combined attention is 0 the
-        # original pixels stay untouched.
-        shape = image.shape[:2]
-        edited = unfit_square(to_uint8(out)[0], box, shape).astype(np.float32)
-        combined = _unfit_mask((1 - keep)[0, 0].cpu().numpy(), box, shape)[..., None]
-        result = combined * edited + (1 - combined) * image.astype(np.float32)
-        return (np.clip(result + 0.5, 0, 255).astype(np.uint8),
-                {k: _unfit_mask(m[0, 0].cpu().numpy(), box, shape) for k, m in masks.items()})
+        return compose(image, out, keep, masks, box)
 
 
 def edit_files(editor: "Manipulator", paths: Sequence[str | Path], out: str | Path,
@@ -315,6 +308,18 @@ def combine_masks(masks) -> np.ndarray | None:
     arrays = [a for a in arrays if a.shape == shape]
     return (np.clip(np.max(arrays, axis=0), 0, 1) * 255 + 0.5).astype(np.uint8)
 
+
+def compose(image: np.ndarray, out: torch.Tensor, keep: torch.Tensor, masks: Mapping, box
+            ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The edit at the photo's own resolution: the model-size edit `out` [1,3,S,S] blended into
+    the photo by the edits' combined attention (1 - keep), so pixels no edit touched keep their
+    full detail; and each mask [1,1,S,S] mapped back to the photo's size."""
+    shape = image.shape[:2]
+    edited = unfit_square(to_uint8(out)[0], box, shape).astype(np.float32)
+    combined = _unfit_mask((1 - keep)[0, 0].cpu().numpy(), box, shape)[..., None]
+    result = combined * edited + (1 - combined) * image.astype(np.float32)
+    return (np.clip(result + 0.5, 0, 255).astype(np.uint8),
+            {k: _unfit_mask(m[0, 0].cpu().numpy(), box, shape) for k, m in masks.items()})
 
 def _unfit_mask(mask: np.ndarray, box, shape) -> np.ndarray:
     """A float mask at the model size -> float32 in [0, 1] at the input's size."""

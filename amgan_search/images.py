@@ -8,6 +8,7 @@ Images inside the project are uint8 HxWx3 arrays; models take float tensors in [
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -44,12 +45,25 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise UserError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file, not an image")
+    return _decode(path, path)
+
+
+def decode_image(data: bytes, name: str = "image") -> np.ndarray:
+    """Image bytes (an upload) as uint8 HxWx3 RGB, under the same rules as `load_image`; errors
+    name `name`."""
+    if not data:
+        raise UserError(f"{name}: empty file, not an image")
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(source, name) -> np.ndarray:
+    """PIL decoding with the pixel limit, EXIF orientation and one-line errors naming `name`."""
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             width, height = img.size
             if width * height > MAX_PIXELS:
                 raise UserError(
-                    f"{path}: {width}x{height} pixels is over the {MAX_PIXELS:,}-pixel limit"
+                    f"{name}: {width}x{height} pixels is over the {MAX_PIXELS:,}-pixel limit"
                 )
             img = ImageOps.exif_transpose(img)
             return np.ascontiguousarray(np.asarray(_to_rgb(img), dtype=np.uint8))
@@ -57,11 +71,11 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise
     except Image.DecompressionBombError:
         # PIL refuses headers past twice its own limit before we see the size.
-        raise UserError(f"{path}: image header claims more than the {MAX_PIXELS:,}-pixel limit") from None
+        raise UserError(f"{name}: image header claims more than the {MAX_PIXELS:,}-pixel limit") from None
     except UnidentifiedImageError:
-        raise UserError(f"{path}: not an image file PIL can read") from None
+        raise UserError(f"{name}: not an image file PIL can read") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable image ({exc})") from None
+        raise UserError(f"{name}: unreadable image ({exc})") from None
 
 
 def save_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95,

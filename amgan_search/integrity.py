@@ -31,11 +31,13 @@ def file_sha256(path: str | os.PathLike) -> str:
 def write_sums(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, str]:
     """Record the sha256 of `names` (files inside `folder`) in folder/SHA256SUMS; returns them.
 
-    Call it on a folder being written, before it is renamed into place, so the sums and the files
-    appear together."""
+    Written atomically, so it also serves a folder already in place; on a folder being written,
+    call it before the rename, so the sums and the files appear together."""
+    from amgan_search.io import write_text
+
     folder = Path(folder)
     sums = {name: file_sha256(folder / name) for name in sorted(names)}
-    (folder / SUMS).write_text("".join(f"{h}  {name}\n" for name, h in sums.items()))
+    write_text(folder / SUMS, "".join(f"{h}  {name}\n" for name, h in sums.items()))
     return sums
 
 

@@ -69,13 +69,18 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}."
 
 
+def check_parents(path: str | os.PathLike) -> None:
+    """A file standing where one of `path`'s folders must be (`a.db/x.db`) is one line, not the
+    OSError making that folder would raise."""
+    path = Path(path)
+    existing = next((p for p in path.absolute().parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"{path}: {existing} is a file, not a folder")
+
+
 def make_parent(path: Path) -> None:
-    """Create the folder `path` goes in; a file standing where a folder must be is one line."""
-    for folder in (path.parent, *path.parent.parents):
-        if folder.exists() or folder.is_symlink():
-            if not folder.is_dir():
-                raise UserError(f"{path}: cannot be made, {folder} is a file")
-            break
+    """Create the folder `path` goes in (a file in its way is one line)."""
+    check_parents(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
 

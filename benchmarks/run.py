@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-SUITE = ("embedder", "train_step", "index_build", "query_latency", "cold_start", "ann")
+SUITE = ("embedder", "train_step", "index_build", "query_latency", "cold_start", "integrity", "ann")
 
 
 def format_table(rows: list[dict]) -> str:

@@ -35,22 +35,13 @@ def device_option(help: str | None = DEVICE_HELP, default: str | None = None, **
 
 
 def check_device(ctx, param, value: str | None) -> str | None:
-    """Refuse a device torch does not know, or a GPU this machine lacks, when the flag is parsed:
+    """Refuse a device torch does not know, or one this machine lacks, when the flag is parsed:
     before a command renders, reads or loads anything (the demo would render its catalog first)."""
     if value in (None, "", "auto"):
         return value
-    import torch
-
     from amgan_search.device import pick_device
-    from amgan_search.errors import UserError
 
-    pick_device(value)  # a one-line UserError for 'nonsense', or 'cuda' without a GPU
-    # pick_device passes these by name; torch fails on them only when the first tensor moves.
-    kind = str(value).split(":")[0]
-    present = {"mps": lambda: torch.backends.mps.is_available(),
-               "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available()}
-    if kind == "meta" or (kind in present and not present[kind]()):
-        raise UserError(f"device {value!r}: not usable on this machine; valid: auto, cpu, cuda, cuda:N")
+    pick_device(value)  # a one-line UserError for 'nonsense', 'meta', or 'cuda' without a GPU
     return value
 
 
@@ -112,16 +103,16 @@ def check_writable(path: Path, folder: bool) -> None:
     import tempfile
 
     from amgan_search.errors import UserError
+    from amgan_search.io import check_parents
 
     if folder and path.exists() and not path.is_dir():
         raise UserError(f"{path}: exists and is not a folder")
     if not folder and path.is_dir():
         raise UserError(f"{path}: is a folder; name a file")
+    check_parents(path / "x" if folder else path)
     base = (path if folder else path.parent).absolute()
     while not base.exists() and base != base.parent:
         base = base.parent
-    if not base.is_dir():
-        raise UserError(f"{path}: cannot be made, {base} is a file")
     try:
         tempfile.TemporaryFile(dir=base).close()
     except OSError as exc:

@@ -21,8 +21,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from amgan_search.editors import REGION_THRESHOLD, combine_masks
-from amgan_search.images import fit_square, to_tensor, to_uint8, unfit_square
+from amgan_search.editors import REGION_THRESHOLD, combine_masks, compose
+from amgan_search.images import fit_square, to_tensor
 
 
 @dataclass
@@ -145,16 +145,7 @@ def _regions(m, x, labels, regions: Sequence[str | None]) -> list:
 
 
 def _compose(image, out, keep, masks, box) -> tuple[np.ndarray, np.ndarray | None]:
-    """The edit at the photo's own resolution, blended by the combined attention (as
-    `Manipulator.edit` does), and the masks combined as `Retriever.edit` combines them."""
-    shape = image.shape[:2]
-    edited = unfit_square(to_uint8(out)[0], box, shape).astype(np.float32)
-    combined = _unfit_mask((1 - keep)[0, 0].cpu().numpy(), box, shape)[..., None]
-    result = combined * edited + (1 - combined) * image.astype(np.float32)
-    full = {k: _unfit_mask(v[0, 0].cpu().numpy(), box, shape) for k, v in masks.items()}
-    return np.clip(result + 0.5, 0, 255).astype(np.uint8), combine_masks(full)
-
-
-def _unfit_mask(mask: np.ndarray, box, shape) -> np.ndarray:
-    """A float mask at the model size -> float32 in [0, 1] at the photo's size (as the editor's)."""
-    return np.clip(unfit_square(mask.astype(np.float32), box, shape), 0, 1).astype(np.float32)
+    """The edit at the photo's own resolution (`editors.compose`, as `Manipulator.edit` does) and
+    the masks combined as `Retriever.edit` combines them."""
+    edited, full = compose(image, out, keep, masks, box)
+    return edited, combine_masks(full)

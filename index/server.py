@@ -38,7 +38,8 @@ from starlette.exceptions import HTTPException
 
 from amgan_search import __version__
 from amgan_search.errors import UserError
-from amgan_search.index.service import MAX_UPLOAD_BYTES, NotFound, Service, decode_image
+from amgan_search.images import decode_image
+from amgan_search.index.service import MAX_UPLOAD_BYTES, NotFound, Service
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 # Room for the multipart framing and the text fields around a 10 MiB image.

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import base64
 import io
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import quote
 
@@ -40,20 +38,6 @@ _NOT_FILTERS = ("row", "id", "path")
 
 class NotFound(UserError):
     """An item id the index does not hold (HTTP 404)."""
-
-
-def decode_image(data: bytes, name: str = "image") -> np.ndarray:
-    """Uploaded bytes -> uint8 HxWx3 through `images.load_image` (its pixel limit, modes, EXIF and
-    one-line errors), which reads files: so the bytes go to a private temporary file first."""
-    from amgan_search.images import load_image
-
-    with tempfile.TemporaryDirectory(prefix="amgan-search-upload-") as tmp:
-        path = Path(tmp) / "upload"
-        path.write_bytes(data)
-        try:
-            return load_image(path)
-        except UserError as exc:
-            raise UserError(str(exc).replace(str(path), name)) from None
 
 
 def png_bytes(image: np.ndarray) -> bytes:

@@ -13,7 +13,6 @@ applied to every position of the last conv maps, is that value's activation map.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -21,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amgan_search.checkpoint import WEIGHTS
 from amgan_search.errors import UserError
 from amgan_search.images import resize_batch
 from amgan_search.nets.resnet import resnet
@@ -240,13 +238,14 @@ def classify_images(model: AttributeClassifier, paths, batch_size: int = 64) -> 
 
 def classifier_digest(path: str | os.PathLike) -> str:
     """sha256 of a classifier's model.safetensors (a directory or the file), so an index built with
-    one embedder can refuse queries embedded by another."""
+    one embedder can refuse queries embedded by another. A directory's is the one its SHA256SUMS
+    records once checked, so a load that already verified the weights reads them no second time."""
+    from amgan_search.checkpoint import weights_sha256
+    from amgan_search.integrity import file_sha256
+
     path = Path(path)
-    weights = path / WEIGHTS if path.is_dir() else path
-    if not weights.is_file():
-        raise UserError(f"{weights}: no such weights file")
-    digest = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    if path.is_dir():
+        return weights_sha256(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such weights file")
+    return file_sha256(path)

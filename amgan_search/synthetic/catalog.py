@@ -18,6 +18,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from amgan_search.errors import UserError
+from amgan_search.io import check_parents
 from amgan_search.outputs import OutputExists, claim_dir, mark
 from amgan_search.schema import SYNTHETIC_ATTRIBUTES, Schema, synthetic_schema
 from amgan_search.synthetic.paint import render
@@ -154,9 +155,7 @@ def _check_request(out: Path, n, seed, size, attributes: Sequence[str], fmt: str
         raise UserError(f"{out}: {exc}") from None
     if not schema.attributes:
         raise UserError(f"{out}: no attributes given; valid: {', '.join(SYNTHETIC_ATTRIBUTES)}")
-    parent = next((p for p in out.parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():  # `a_file/sub`: one line, not an OSError
-        raise UserError(f"{out}: {parent} is a file, not a folder")
+    check_parents(out)
     return schema
 
 
