@@ -321,6 +321,71 @@ def compose(image: np.ndarray, out: torch.Tensor, keep: torch.Tensor, masks: Map
     return (np.clip(result + 0.5, 0, 255).astype(np.uint8),
             {k: _unfit_mask(m[0, 0].cpu().numpy(), box, shape) for k, m in masks.items()})
 
+
+def edit_photos(editor: Editor, photos: Sequence[np.ndarray], labels: torch.Tensor,
+                attribute: int, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One edit of a batch of photos at their own resolution, the way `Manipulator.edit` edits a
+    query: each uint8 HxWx3 photo (all of one shape) fit to the editor's size, edited there
+    (`Editor.edit_batch`), and composed back into the photo by `compose`, so pixels the attention
+    leaves alone keep the photo's full detail. Returns (x* [B,3,H,W] in [0, 1], the composed uint8
+    a catalog would store; alpha [B,1,H,W], the attention at the photo's size)."""
+    photos = [np.asarray(p, dtype=np.uint8) for p in photos]
+    side = editor.size or max(photos[0].shape[:2])  # an editor of any size edits the photo as is
+    squares, boxes = zip(*(fit_square(p, side) for p in photos))
+    x_star, alpha = editor.edit_batch(to_tensor(list(squares)), labels, attribute, target)
+    x_star, alpha = x_star.detach().float().cpu(), alpha.detach().float().cpu()
+    edited, masks = zip(*(compose(photo, z[None], 1 - a[None], {"alpha": a[None]}, box)
+                          for photo, z, a, box in zip(photos, x_star, alpha, boxes)))
+    return to_tensor(list(edited)), torch.from_numpy(np.stack([m["alpha"] for m in masks]))[:, None]
+
+
 def _unfit_mask(mask: np.ndarray, box, shape) -> np.ndarray:
     """A float mask at the model size -> float32 in [0, 1] at the input's size."""
     return np.clip(unfit_square(mask.astype(np.float32), box, shape), 0, 1).astype(np.float32)
+
+
+# -- an editor of fewer attributes than the index ------------------------------------------------
+
+def check_sub_schema(inner: Schema, outer: Schema) -> None:
+    """A UserError unless every attribute of `inner` (a model's) is one of `outer` (an index's)
+    with the same values in the same order: the value indices a label holds must mean the same
+    value to both, or the model would be told a wrong current attribute."""
+    own = outer.to_dict()
+    for name, values in inner.to_dict().items():
+        if name not in own:
+            raise UserError(f"the model's attribute {name!r} is not one of the index's "
+                            f"({', '.join(outer.names)})")
+        if own[name] != values:
+            raise UserError(f"the model's {name} values ({', '.join(values)}) differ from the "
+                            f"index's ({', '.join(own[name])})")
+
+
+class SubSchemaEditor:
+    """An editor of some of the index's attributes, seen through the index's schema.
+
+    The benchmark hands every editor labels [B, M] and attribute positions in the index's schema
+    (the harder setting's four attributes); a model trained on fewer (color, sleeve) takes its
+    own columns, picked by name, and its own position of the edited attribute.
+    """
+
+    def __init__(self, inner: Editor, schema: Schema):
+        check_sub_schema(inner.schema, schema)
+        self.inner, self.schema, self.size = inner, schema, inner.size
+        self.columns = [schema.position(name) for name in inner.schema.names]
+
+    def edit_batch(self, x, labels, attribute, target, items=None):
+        name = self.schema.names[attribute]
+        if name not in self.inner.schema.names:
+            raise UserError(f"the model cannot edit {name!r}; it edits "
+                            f"{', '.join(self.inner.schema.names)}")
+        labels = torch.as_tensor(labels, dtype=torch.long)[:, self.columns]
+        return self.inner.edit_batch(x, labels, self.inner.schema.position(name), target,
+                                     items=items)
+
+
+def for_schema(editor: Editor, schema: Schema) -> Editor:
+    """`editor` as an editor of the index's `schema`: itself when the schemas are equal, else a
+    `SubSchemaEditor` (a UserError when the editor's attributes are not a part of the schema's)."""
+    if editor.schema is None or editor.schema.to_dict() == schema.to_dict():
+        return editor
+    return SubSchemaEditor(editor, schema)

@@ -281,3 +281,41 @@ def checksum_model(path: str | Path, check: bool = False) -> str:
     if not (path / MARKER).exists():
         mark(path, "model")
     return f"{SUMS} written"
+
+
+# CNN graders: classifiers that read an edited image's attributes, named, several at once (the
+# `--graders` options): comma-separated `eval` / `cam` (the shipped classifiers), `NAME=DIR`, or a
+# bare model folder (named after the folder); `none` for no CNN grader. A grader reads attributes
+# by name (`nets.classifier.read_attribute`), so one trained on more attributes grades a generator
+# of fewer. The grader that is no network (`metrics.truth`) is read beside these, never as one.
+SHIPPED_GRADERS = ("eval", "cam")
+
+
+def parse_graders(spec: str | None) -> list[tuple[str, str]]:
+    """"eval,indep=runs/g" -> [("eval", "eval"), ("indep", "runs/g")]; "none" or "" -> []."""
+    out: list[tuple[str, str]] = []
+    for part in (p.strip() for p in (spec or "").split(",")):
+        if not part or part == "none":
+            continue
+        if "=" in part:
+            name, path = (s.strip() for s in part.split("=", 1))
+            if not name or not Path(path).is_dir():
+                raise UserError(f"grader {part!r}: expected NAME=DIR with an existing model folder")
+            out.append((name, path))
+        elif part in SHIPPED_GRADERS:
+            out.append((part, part))
+        elif Path(part).is_dir():
+            out.append((Path(part).resolve().name, part))
+        else:
+            raise UserError(f"unknown grader {part!r}; valid: eval, cam, a model folder, "
+                            "NAME=DIR, or none")
+    names = [n for n, _ in out]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        raise UserError(f"grader name {dup!r} appears twice")
+    return out
+
+
+def load_graders(spec: str | None, device: str | None = None) -> dict:
+    """{name: classifier} for a spec (`parse_graders`), each loaded frozen."""
+    return {name: load_model(path, "classifier", device) for name, path in parse_graders(spec)}

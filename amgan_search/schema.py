@@ -128,14 +128,19 @@ SYNTHETIC_COLORS = (
 )
 SYNTHETIC_SLEEVES = ("long", "three-quarter", "short", "sleeveless")
 SYNTHETIC_PATTERNS = ("solid", "striped", "dotted", "checked")
+SYNTHETIC_NECKLINES = ("crew", "v", "scoop")
 
 # Every attribute the synthetic renderer knows; the default schema uses color and sleeve, as
-# DeepFashion-Synthesis does. pattern exercises M > 2 the way Shopping100k would.
+# DeepFashion-Synthesis does. pattern and neckline are visible attributes the way Shopping100k has
+# more of them: the harder setting labels all four (README, "The harder setting"). Outside a
+# schema, pattern is solid and the neckline a nuisance of the scene.
 SYNTHETIC_ATTRIBUTES = {
     "color": SYNTHETIC_COLORS,
     "sleeve": SYNTHETIC_SLEEVES,
     "pattern": SYNTHETIC_PATTERNS,
+    "neckline": SYNTHETIC_NECKLINES,
 }
+HARD_SETTING = ("color", "sleeve", "pattern", "neckline")
 DEFAULT_SCHEMA = Schema.from_dict({k: SYNTHETIC_ATTRIBUTES[k] for k in ("color", "sleeve")})
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from amgan_search.cli.options import (SEED, WORKERS, check_own_folder, device_option,
-                                      load_classifier_option, writable_dir, writable_file)
+                                      graders_options, graders_value, load_classifier_option,
+                                      writable_dir, writable_file)
 
 # evaluate_edits holds every scene at once: its render (3 bytes a pixel), six masks (6) and the
 # float32 tensor of the renders (12), measured with tracemalloc and tensor sizes at 200 x 64x64;
@@ -73,51 +74,83 @@ def evaluate_classifier(which, db, split, cam_scenes, seed, cam_sheet, as_json) 
               help="Model directory (default: the shipped model of --method).")
 @click.option("--method", type=click.Choice(["amgan", "stargan"]), default="amgan",
               show_default=True, help="Which shipped model, when --model is not given.")
-@click.option("--eval-classifier", default="eval", show_default=True,
-              help="Evaluation classifier directory, or 'eval' for the shipped classifier-eval.")
+@graders_options
+@click.option("--scene-attributes", default=None,
+              help="Attributes the test scenes are drawn with, comma-separated, the model's among "
+                   "them (color,sleeve,pattern,neckline: the harder setting's scenes); edits stay "
+                   "over the model's.  [default: the model's]")
 @click.option("--n", "n", type=click.IntRange(1, 1_000_000), default=100, show_default=True,
               help="Test scenes (held in memory at once: about 54 bytes a pixel).")
 @click.option("--seed", type=SEED, default=777, show_default=True, help="Test scenes' seed.")
-@click.option("--size", type=click.IntRange(16, 1024), default=64, show_default=True,
-              help="Render size.")
+@click.option("--size", type=click.IntRange(16, 1024), default=None,
+              help="Render size; the model's output is scaled back to it.  [default: 64]")
+@click.option("--at-size", type=click.IntRange(16, 1024), default=None,
+              help="Grade at the catalog's resolution instead: scenes rendered at this size, the "
+                   "model's edit composed into the full photo as a query's is.")
 @click.option("--out", default=None, type=click.Path(dir_okay=False), callback=writable_file,
               help="Also write the markdown table here (replaces only a table this command wrote).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+@click.option("--records", default=None, type=click.Path(dir_okay=False), callback=writable_file,
+              help="Also write one JSON line per edit here (replaces only records this command "
+                   "wrote).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the summary as JSON instead of the table (records: --records).")
 @click.option("--grid", default=None, type=click.Path(dir_okay=False), callback=writable_file,
               help="Also draw a PNG of six of the scenes: input, then per target the true edit, "
                    "the model's edit and its attention mask (replaces only a PNG).")
 @device_option(help="torch device.", default="cpu", show_default=True)
-def evaluate_edits(model, method, eval_classifier, n, seed, size, out, as_json, grid,
-                   device) -> None:
-    """Grade edits against the synthetic renderer's truth: accuracy (evaluation classifier and the
-    grader that is no network), fidelity, preservation, IoU."""
+def evaluate_edits(model, method, graders, eval_classifier, scene_attributes, n, seed, size,
+                   at_size, out, records, as_json, grid, device) -> None:
+    """Grade edits against the synthetic renderer's truth: accuracy (each CNN grader and the
+    grader that is no network), fidelity, preservation, IoU; one record per edit."""
     from amgan_search.editors import claim_pngs
     from amgan_search.errors import UserError
-    from amgan_search.io import write_text
+    from amgan_search.io import JsonlWriter, atomic_path, write_text
     from amgan_search.metrics.edits import evaluate_edits as run
-    from amgan_search.metrics.edits import markdown_table
+    from amgan_search.metrics.edits import is_records_file, markdown_table, scene_schema
     from amgan_search.outputs import claim_file
-    from amgan_search.registry import load_model, shipped_model
+    from amgan_search.registry import load_graders, load_model, parse_graders, shipped_model
 
+    graders = graders_value(graders, eval_classifier)
+    _flag("--graders", parse_graders, graders)  # a bad spec is refused before any loading
+    if size is not None and at_size is not None and size != at_size:
+        raise UserError(f"--size {size} and --at-size {at_size} name two render sizes; give one")
+    size = at_size or size or 64
+    names = None
+    if scene_attributes is not None:
+        names = [a.strip() for a in scene_attributes.split(",") if a.strip()]
+        if not names:
+            raise UserError("--scene-attributes: no attribute named; e.g. color,sleeve,pattern")
     _check_memory(n, size)
-    if out and grid and Path(out).resolve() == Path(grid).resolve():
-        raise UserError(f"{out}: given as both --out and --grid; name two files")
+    given = [(flag, Path(p).resolve()) for flag, p in
+             (("--out", out), ("--grid", grid), ("--records", records)) if p]
+    for k, (flag, path) in enumerate(given):
+        twin = next((f for f, q in given[k + 1:] if q == path), None)
+        if twin:
+            raise UserError(f"{path}: given as both {flag} and {twin}; name two files")
     if out:
         claim_file(out, _is_edit_table, "table written by evaluate-edits")
+    if records:
+        claim_file(records, is_records_file, "records file written by evaluate-edits")
     if grid:
         claim_pngs([Path(grid)])
     manipulator = load_model(model or shipped_model(method), "editor", device)
-    judge = load_model(eval_classifier, "classifier", device)
-    results = run(manipulator, judge, n=n, seed=seed, size=size)
-    table = markdown_table(results)
+    _flag("--scene-attributes", lambda v: scene_schema(manipulator.schema, v), names)
+    results = run(manipulator, load_graders(graders, device), n=n, seed=seed, size=size,
+                  scene_attributes=names, at_size=at_size)
+    summary = {k: v for k, v in results.items() if k != "records"}
+    table = markdown_table(summary)
     if out:
         write_text(out, table)
+    if records:
+        with atomic_path(records) as tmp, JsonlWriter(tmp, compact=True) as writer:
+            writer.write(results["records"])
     if grid:
         from amgan_search.images import save_image
         from amgan_search.metrics.edits import edit_grid
 
-        save_image(grid, edit_grid(manipulator, n=min(n, 6), seed=seed, size=size))
-    click.echo(json.dumps(results, indent=2) if as_json else table)
+        save_image(grid, edit_grid(manipulator, n=min(n, 6), seed=seed, size=size,
+                                   scene_attributes=names, at_size=at_size))
+    click.echo(json.dumps(summary, indent=2) if as_json else table)
 
 
 @click.command()
@@ -141,32 +174,43 @@ def evaluate_edits(model, method, eval_classifier, n, seed, size, out, as_json, 
               show_default=True,
               help="A missing label in a target vector: wildcard = matches any value; value = a value "
                    "of its own that only a missing label matches (ADDE's protocol).")
-@click.option("--eval-classifier", default="eval", show_default=True,
-              help="Evaluation classifier folder, or 'eval' for the shipped one, or 'none' to skip.")
+@graders_options
+@click.option("--edit-attributes", default=None,
+              help="Attributes the queries change, comma-separated (the harder setting: "
+                   "color,sleeve of an index of color,sleeve,pattern,neckline); a hit still needs "
+                   "every attribute of the target.  [default: every attribute of the index]")
 @click.option("--split", default="test", show_default=True, help="Split whose images are the queries.")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--workers", type=WORKERS, default=2, show_default=True)
 @device_option()
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def benchmark(db, index_dir, methods, ks, out, limit, sample, sample_seed, gallery, missing,
-              eval_classifier, split, batch_size, workers, device, quiet) -> None:
-    """The paper's metrics: edit classification accuracy, top-k retrieval accuracy, NDCG@k and MRR
-    per method. The protocol's choices are recorded in run.json; a rerun resumes only the same."""
-    from amgan_search.index.benchmark import (QUERIES, RUN_JSON, BenchmarkConfig, parse_methods,
-                                              run_benchmark)
-    from amgan_search.index.report import SUMMARY_JSON, SUMMARY_MD, TOPK_PNG, summary_markdown
-
+              graders, eval_classifier, edit_attributes, split, batch_size, workers, device,
+              quiet) -> None:
+    """The paper's metrics: accuracy of the edits per grader, top-k retrieval accuracy, NDCG@k
+    and MRR per method. A model of fewer attributes than the index edits those it has. The
+    protocol's choices and the graders are recorded in run.json; a rerun resumes only the same."""
     from amgan_search.errors import UserError
+    from amgan_search.index.benchmark import (QUERIES, RUN_JSON, BenchmarkConfig, grader_sources,
+                                              run_benchmark)
+    from amgan_search.index.methods import parse_methods
+    from amgan_search.index.report import SUMMARY_JSON, SUMMARY_MD, TOPK_PNG, summary_markdown
 
     if sample is not None and limit is not None:
         raise UserError("--sample replaces --limit; give one of them")
+    graders = graders_value(graders, eval_classifier)
+    _flag("--graders", grader_sources, graders)  # a bad spec is refused before any work
+    if edit_attributes is not None:
+        edit_attributes = [a.strip() for a in edit_attributes.split(",") if a.strip()]
+        if not edit_attributes:
+            raise UserError("--edit-attributes: no attribute named; e.g. color,sleeve")
     check_own_folder(out, (QUERIES, RUN_JSON, SUMMARY_JSON, SUMMARY_MD, TOPK_PNG))
     config = BenchmarkConfig(
         db=db, index=index_dir, out=out, methods=_flag("--methods", parse_methods, methods),
-        ks=_flag("--k", _ks, ks), limit=limit,
-        eval_classifier=None if eval_classifier.lower() == "none" else eval_classifier, split=split,
+        ks=_flag("--k", _ks, ks), limit=limit, graders=graders, split=split,
         batch_size=batch_size, workers=workers, device=device, progress=not quiet,
-        gallery=gallery, sample=sample, sample_seed=sample_seed, missing=missing)
+        gallery=gallery, sample=sample, sample_seed=sample_seed, missing=missing,
+        edit_attributes=edit_attributes)
     summary = run_benchmark(config)
     click.echo(summary_markdown(summary))
     click.echo(f"wrote {out}/queries.jsonl, summary.json, summary.md, topk.png")

@@ -59,6 +59,7 @@ def train() -> None:
 def _register() -> None:
     from amgan_search.cli import catalog, demo, edit, evaluate, retrieval, serve, synthetic
     from amgan_search.cli import train as train_cli
+    from amgan_search.cli.compare import compare
 
     catalog.catalog.add_command(synthetic.synth)
     catalog.catalog.add_command(synthetic.sheet)
@@ -73,6 +74,7 @@ def _register() -> None:
     cli.add_command(evaluate.evaluate_classifier, "evaluate-classifier")
     cli.add_command(evaluate.evaluate_edits, "evaluate-edits")
     cli.add_command(evaluate.benchmark)
+    cli.add_command(compare)
     cli.add_command(retrieval.index)
     cli.add_command(retrieval.query)
     cli.add_command(demo.demo)

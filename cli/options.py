@@ -231,3 +231,28 @@ class AttributeCommand(click.Command):
 
 def _is_attribute(param) -> bool:
     return getattr(param, "attribute", None) is not None
+
+
+def graders_options(command):
+    """--graders (CNN graders by name, `registry.parse_graders`) and the deprecated one-grader
+    --eval-classifier; `graders_value` turns the two into one spec."""
+    command = click.option("--eval-classifier", default=None, hidden=True,
+                           help="Deprecated: one grader, named eval (use --graders).")(command)
+    return click.option(
+        "--graders", default=None,
+        help="CNN graders of the edits, comma-separated: eval, cam (the shipped ones), a "
+             "classifier folder, NAME=DIR, or none; each reads the edited attribute by name, so "
+             "a grader of more or other attributes reads those it knows.  [default: eval]")(command)
+
+
+def graders_value(graders: str | None, eval_classifier: str | None) -> str:
+    """--graders, or the deprecated one-grader --eval-classifier as that grader named eval."""
+    from amgan_search.errors import UserError
+
+    if eval_classifier is None:
+        return "eval" if graders is None else graders
+    if graders is not None:
+        raise UserError("--eval-classifier is the old form of --graders; give only --graders")
+    click.echo("warning: --eval-classifier is deprecated; use --graders", err=True)
+    shipped = eval_classifier.lower() in ("eval", "cam", "none")
+    return eval_classifier.lower() if shipped else f"eval={eval_classifier}"

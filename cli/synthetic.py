@@ -18,7 +18,8 @@ MAX_N, MAX_SEED, MIN_SIZE, MAX_SIZE = 1_000_000, 2**32 - 1, 16, 1024
 @click.option("--size", type=click.IntRange(MIN_SIZE, MAX_SIZE), default=128, show_default=True,
               help="Image side in pixels (square images).")
 @click.option("--attributes", default="color,sleeve", show_default=True,
-              help="Comma-separated attributes to label and vary: color, sleeve, pattern.")
+              help="Comma-separated attributes to label and vary: color, sleeve, pattern, "
+                   "neckline (all four: the harder setting).")
 @click.option("--format", "fmt", type=click.Choice(["png", "jpg"]), default="png",
               show_default=True, help="Image file format (jpg quality varies per scene).")
 @click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1,

@@ -1,30 +1,53 @@
 """The benchmark runner: the paper's metrics for every method over a catalog's test split.
 
-Every (test image, attribute, other value) query of every method is edited, embedded, searched
-against the index and appended to queries.jsonl, durably per batch, so a killed run resumes where
-it stopped; the records are then summarised (`amgan_search.metrics.retrieval`) into summary.json,
-summary.md and topk.png (`index.report`). The protocol is in the metrics module's docstring.
+Every (test image, attribute to edit, other value) query of every method is edited, embedded,
+searched against the index and appended to queries.jsonl, durably per batch, so a killed run
+resumes where it stopped; the records are then summarised (`amgan_search.metrics.retrieval`) into
+summary.json, summary.md and topk.png (`index.report`). The protocol is in the metrics module's
+docstring.
 
-Protocol choices (the defaults first; ADDE's public evaluation makes the other ones):
+Protocol choices (the defaults first; ADDE's public evaluation makes the other ones), recorded in
+run.json so a rerun resumes only the same run:
 - gallery: "all" searches the whole catalog, "test" only its test split;
 - queries: the first `limit` items of the split, or a seeded random `sample` of them;
-- missing: a missing label in a target vector is a "wildcard" or a "value" of its own.
+- missing: a missing label in a target vector is a "wildcard" or a "value" of its own;
+- edit_attributes: the attributes a query changes (None: every attribute of the index).
+
+The harder setting: the catalog and its index label four attributes (color, sleeve, pattern,
+neckline) while the generators edit two (color, sleeve). The queries change only
+`edit_attributes`, a hit still needs the whole target vector (all four), and a model whose
+attributes are a part of the index's (same values, same order) edits through
+`editors.for_schema`; a method that cannot edit one of the edit attributes is refused before
+anything runs.
+
+Every edited query image is read by each CNN grader (`graders`, `registry.parse_graders`: e.g.
+"eval,indep=runs/grader"; "none" for none), by attribute name, so a grader of another schema than
+the index's reads what it knows. A record holds the readings of its edited attribute as
+"predicted": {grader: value name, or null where the grader does not read that attribute}
+(records of old runs held one value index; `metrics.retrieval.record_readings` reads them as
+{"eval": name}). run.json records the graders ({name: shipped name or folder}).
 
 On a synthetic catalog every edited query image is also read by the grader that is no network
 (`metrics.truth`, against renders of the query item's own scene): each record holds its reading as
 "truth" ({attribute: value or null}); on any other catalog records have no "truth".
+
+A record (one JSON line of queries.jsonl):
+    {"query": item id, "method": name, "attribute": edited attribute, "target": [value index per
+     index attribute], "predicted": {grader: value name | null}, "retrieved": [item id, ...],
+     "relevance": [target attributes each result matches, ...], "truth": {attribute: value | null}}
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from amgan_search.editors import Editor, IdentityEditor, OracleEditor
+from amgan_search.editors import Editor, IdentityEditor
 from amgan_search.errors import UserError
+from amgan_search.index.methods import Method, check_methods
 from amgan_search.metrics.retrieval import (DEFAULT_KS, MISSING_RULES, WILDCARD, parse_ks,
                                             query_targets, relevance)
 from amgan_search.schema import Schema
@@ -32,59 +55,8 @@ from amgan_search.schema import Schema
 QUERIES, RUN_JSON = "queries.jsonl", "run.json"
 GALLERIES = ("all", "test")
 # The protocol's choices and their defaults (today's protocol): a run.json without them had these.
-PROTOCOL = {"gallery": "all", "sample": None, "sample_seed": 0, "missing": WILDCARD}
-
-
-@dataclass
-class Method:
-    """`real` (unedited query), `oracle` (the synthetic renderer's true edit) or a manipulator."""
-
-    name: str
-    kind: str  # real | oracle | model
-    path: str | None = None  # a model directory; None with kind model: the shipped `name`
-
-    def load(self, catalog, schema: Schema, device: str) -> Editor:
-        """The method's editor: the identity, the oracle of a synthetic catalog or a GAN."""
-        from amgan_search.registry import load_model, shipped_model
-
-        if self.kind == "real":
-            return IdentityEditor(schema)
-        if self.kind == "oracle":
-            return OracleEditor.from_catalog(catalog, schema)
-        editor = load_model(self.path or shipped_model(self.name), "editor", device)
-        if editor.schema.to_dict() != schema.to_dict():
-            raise UserError(f"{self.path or self.name}: the model's attribute schema differs from the index's")
-        return editor
-
-
-def parse_methods(spec: str | Sequence[str]) -> list[Method]:
-    """"real,amgan,stargan,oracle,mine=runs/x,runs/y" -> methods (a bare folder is named after itself)."""
-    parts = spec.split(",") if isinstance(spec, str) else list(spec)
-    methods = []
-    for part in (p.strip() for p in parts):
-        if not part:
-            continue
-        if "=" in part:
-            name, path = (s.strip() for s in part.split("=", 1))
-            if not name or not Path(path).is_dir():
-                raise UserError(f"{part!r}: expected NAME=DIR with an existing model folder")
-            methods.append(Method(name, "model", str(Path(path).resolve())))
-        elif part in ("real", "oracle"):
-            methods.append(Method(part, part))
-        elif part in ("amgan", "stargan"):
-            methods.append(Method(part, "model"))
-        elif Path(part).is_dir():
-            methods.append(Method(Path(part).resolve().name, "model", str(Path(part).resolve())))
-        else:
-            raise UserError(f"unknown method {part!r}; valid: real, oracle, amgan, "
-                            "stargan, a model folder, or NAME=DIR")
-    if not methods:
-        raise UserError("no method given")
-    names = [m.name for m in methods]
-    dup = next((n for n in names if names.count(n) > 1), None)
-    if dup:
-        raise UserError(f"method name {dup!r} appears twice")
-    return methods
+PROTOCOL = {"gallery": "all", "sample": None, "sample_seed": 0, "missing": WILDCARD,
+            "edit_attributes": None}
 
 
 @dataclass
@@ -95,7 +67,7 @@ class BenchmarkConfig:
     methods: list[Method]
     ks: list[int] = field(default_factory=lambda: list(DEFAULT_KS))
     limit: int | None = None
-    eval_classifier: str | None = "eval"  # "eval": the shipped evaluation classifier; a folder; None: skip
+    graders: str = "eval"  # CNN graders (`registry.parse_graders`): "eval,indep=DIR"; "none"
     split: str = "test"
     batch_size: int = 32
     workers: int = 0
@@ -105,6 +77,7 @@ class BenchmarkConfig:
     sample: int | None = None  # a seeded random sample of this many query images (the paper: 2,000)
     sample_seed: int = 0
     missing: str = WILDCARD  # wildcard: a missing target label matches anything; value: only missing
+    edit_attributes: list[str] | None = None  # the attributes queries change; None: every one
 
     def protocol(self) -> dict:
         return {key: getattr(self, key) for key in PROTOCOL}
@@ -117,6 +90,32 @@ class BenchmarkConfig:
             raise UserError(f"missing labels are {' or '.join(MISSING_RULES)}, got {self.missing!r}")
         if self.sample is not None and (self.limit is not None or self.sample < 1):
             raise UserError("a sample of queries is at least 1 and replaces the limit; give one of them")
+        grader_sources(self.graders)  # a bad spec is refused before anything is loaded
+
+
+def grader_sources(spec: str | None) -> dict[str, str]:
+    """{grader name: shipped name or absolute model folder} of a graders spec: what run.json
+    records, so a rerun with other graders (or another folder under a name) is refused."""
+    from amgan_search.registry import parse_graders
+
+    return {name: str(Path(path).resolve()) if Path(path).is_dir() else path
+            for name, path in parse_graders(spec)}
+
+
+def resolve_edit_attributes(names: Sequence[str] | None, schema: Schema) -> list[str] | None:
+    """The attributes queries change, in the schema's order; None for every attribute (also when
+    all are named, so one run is recorded one way). Unknown names: a UserError listing the valid."""
+    if names is None:
+        return None
+    names = [n.strip() for n in names if n and n.strip()]
+    if not names:
+        raise UserError(f"no attribute to edit named; valid: {', '.join(schema.names)}")
+    unknown = [n for n in names if n not in schema.names]
+    if unknown:
+        raise UserError(f"unknown attribute to edit {unknown[0]!r}; the index's: "
+                        f"{', '.join(schema.names)}")
+    chosen = [n for n in schema.names if n in names]
+    return None if chosen == schema.names else chosen
 
 
 def gallery_where(gallery: str) -> dict | None:
@@ -137,16 +136,21 @@ def _record_key(query, method, attribute, target) -> tuple:
 
 
 def _check_run(out: Path, run: dict) -> None:
-    """A resumed run must be the same run: same index, catalog, split, limit and enough k."""
+    """A resumed run must be the same run: same index, catalog, split, limit, protocol, graders
+    and enough k. A run.json of old without a protocol choice had its default; one without
+    graders did not record its classifier, so any graders resume it."""
     from amgan_search.io import read_json, write_json
 
     path = out / RUN_JSON
     if path.is_file():
         old = read_json(path)
-        for key in ("index", "index_digest", "db", "split", "limit", *PROTOCOL):
+        keys = ("index", "index_digest", "db", "split", "limit", *PROTOCOL,
+                *(["graders"] if "graders" in old else []))
+        for key in keys:
             if old.get(key, PROTOCOL.get(key)) != run.get(key):
                 raise UserError(f"{path}: this folder holds a run with another {key} "
-                                f"({old.get(key)!r}, now {run.get(key)!r}); use another --out")
+                                f"({old.get(key, PROTOCOL.get(key))!r}, now {run.get(key)!r}); "
+                                "use another --out")
         if old.get("k_max", 0) < run["k_max"]:
             raise UserError(f"{path}: the queries there were searched to k={old.get('k_max')}, "
                             f"fewer than {run['k_max']}; use another --out")
@@ -161,7 +165,7 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
     from amgan_search.index.report import summarise, write_outputs
     from amgan_search.index.search import Searcher
     from amgan_search.io import JsonlWriter, read_jsonl
-    from amgan_search.registry import load_model
+    from amgan_search.registry import load_graders
 
     config.check()
     device = pick_device(config.device)
@@ -173,22 +177,24 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
     catalog = Catalog.open(config.db)
     if catalog.schema.to_dict() != schema.to_dict():
         raise UserError(f"{config.db}: its attribute schema differs from the index's ({config.index})")
+    config = replace(config, edit_attributes=resolve_edit_attributes(config.edit_attributes, schema))
+    check_methods(config.methods, config.edit_attributes or schema.names, schema)
     ks = parse_ks(config.ks)
     k_max = max(ks)
     gallery = searcher.allowed(gallery_where(config.gallery))
     if gallery is not None and not gallery.any():
         raise UserError(f"{config.index}: no indexed item is in the test split, so the test gallery is empty")
+    graders = load_graders(config.graders, device)  # before run.json: a bad folder writes nothing
     _check_run(out, {"index": str(Path(config.index).resolve()),
                      "index_digest": searcher.info["embedder"].get("digest"),
                      "db": str(Path(config.db).resolve()), "split": config.split,
-                     "limit": config.limit, **config.protocol(), "k_max": k_max})
+                     "limit": config.limit, **config.protocol(),
+                     "graders": grader_sources(config.graders), "k_max": k_max})
 
     records_path = out / QUERIES
     done = {_record_key(r["query"], r["method"], r["attribute"], r["target"])
             for r in read_jsonl(records_path, repair=True)}
-    evaluator = (None if config.eval_classifier is None
-                 else load_model(config.eval_classifier, "classifier", device))
-    runner = _Runner(config, searcher, embedder, evaluator, done, k_max, device)
+    runner = _Runner(config, searcher, embedder, graders, done, k_max, device)
     runner.scenes = truth_scenes(catalog)
     # fsync per batch: a kill loses at most the batch being written, and a rerun resumes after it.
     with JsonlWriter(records_path, durable=True, compact=True) as writer:
@@ -210,13 +216,14 @@ def truth_scenes(catalog) -> dict | None:
 
 
 class _Runner:
-    """What every method's queries share: the index, the embedder, the evaluation classifier and
-    the keys of the records already written."""
+    """What every method's queries share: the index, the embedder, the CNN graders, the edited
+    attributes and the keys of the records already written."""
 
-    def __init__(self, config: BenchmarkConfig, searcher, embedder, evaluator, done: set,
+    def __init__(self, config: BenchmarkConfig, searcher, embedder, graders: dict, done: set,
                  k_max: int, device: str):
-        self.config, self.searcher, self.embedder, self.evaluator = config, searcher, embedder, evaluator
+        self.config, self.searcher, self.embedder, self.graders = config, searcher, embedder, graders
         self.schema: Schema = searcher.schema
+        self.edited = [self.schema.position(a) for a in config.edit_attributes or self.schema.names]
         self.done, self.k_max, self.device = done, k_max, device
         self.where = gallery_where(config.gallery)
         self.scenes: dict | None = None  # item id -> scene on a synthetic catalog: truth graded
@@ -237,8 +244,8 @@ class _Runner:
         split_ids = dataset.items["id"].astype(str).tolist()
         ids = [split_ids[r] for r in rows]
         labels = np.asarray(dataset.labels, dtype=np.int64)[rows]
-        total = sum(len(query_targets(labels[i], schema)) for i in range(n))
-        todo = sum(1 for i in range(n) for j, v, t in query_targets(labels[i], schema)
+        total = sum(len(query_targets(labels[i], schema, self.edited)) for i in range(n))
+        todo = sum(1 for i in range(n) for j, v, t in query_targets(labels[i], schema, self.edited)
                    if _record_key(ids[i], method.name, schema.names[j], t) not in self.done)
         if todo == 0:
             return
@@ -256,32 +263,31 @@ class _Runner:
         bar.close()
 
     def run_batch(self, method: str, editor: Editor, x, y, batch_ids: Sequence[str]) -> list[dict]:
-        """Every (input, attribute, target) query of one batch not yet done -> records."""
+        """Every (input, edited attribute, target) query of one batch not yet done -> records."""
         import torch
 
         searcher, records = self.searcher, []
         own_rows = np.array([searcher.row_of(i) for i in batch_ids], dtype=np.int64)
-        unedited = None  # (vectors, predictions, truth readings) of x itself
+        unedited: dict = {"reads": {}}  # x itself: the same query for every target, read once
         refs: dict = {}  # the truth grader's references per query of the batch, drawn once
-        for j, attr in enumerate(self.schema.attributes):
+        for j in self.edited:
+            attr = self.schema.attributes[j]
             for v in range(len(attr.values)):
                 sel, targets = self.todo(method, y, batch_ids, j, v)
                 if not sel:
                     continue
                 with torch.inference_mode():
                     if isinstance(editor, IdentityEditor):
-                        # The unedited query is the same for every target: embed and classify it once.
-                        if unedited is None:
-                            unedited = (self.embedder(x), self.predict(x),
-                                        self.truth(x, batch_ids, range(len(x)), refs))
-                        vectors, predicted = (None if a is None else a[sel] for a in unedited[:2])
-                        truth = None if unedited[2] is None else [unedited[2][b] for b in sel]
+                        vectors, reads, truth = self.unedited(x, batch_ids, attr.name, unedited, refs)
+                        vectors = vectors[sel]
+                        reads = {g: [r[b] for b in sel] for g, r in reads.items()}
+                        truth = None if truth is None else [truth[b] for b in sel]
                     else:
                         x_star, _ = editor.edit_batch(
                             x[sel].to(self.device), y[sel].to(self.device), j,
                             torch.full((len(sel),), v, dtype=torch.long, device=self.device),
                             items=[batch_ids[b] for b in sel])
-                        vectors, predicted = self.embedder(x_star), self.predict(x_star)
+                        vectors, reads = self.embedder(x_star), self.read(x_star, attr.name)
                         truth = self.truth(x_star, batch_ids, sel, refs)
                 rows, _ = searcher.search(vectors, self.k_max, where=self.where,
                                           exclude_rows=own_rows[sel])
@@ -290,7 +296,7 @@ class _Runner:
                     records.append({
                         "query": batch_ids[b], "method": method, "attribute": attr.name,
                         "target": targets[i].tolist(),
-                        "predicted": None if predicted is None else int(predicted[i, j]),
+                        "predicted": {g: r[i] for g, r in reads.items()},
                         "retrieved": [searcher.ids[r] for r in found],
                         # attributes of the target each result matches: NDCG's graded relevance
                         "relevance": relevance(targets[i].numpy(), searcher.labels[found],
@@ -300,6 +306,16 @@ class _Runner:
                         records[-1]["truth"] = truth[i]
                     self.done.add(_record_key(batch_ids[b], method, attr.name, targets[i].tolist()))
         return records
+
+    def unedited(self, x, batch_ids: Sequence[str], attribute: str, cache: dict, refs: dict):
+        """(vectors, CNN readings of `attribute`, truth readings) of the unedited batch x, each
+        computed once per batch (readings once per attribute) and kept in `cache`."""
+        if "vectors" not in cache:
+            cache["vectors"] = self.embedder(x)
+            cache["truth"] = self.truth(x, batch_ids, range(len(x)), refs)
+        if attribute not in cache["reads"]:
+            cache["reads"][attribute] = self.read(x, attribute)
+        return cache["vectors"], cache["reads"][attribute], cache["truth"]
 
     def todo(self, method: str, y, batch_ids: Sequence[str], j: int, v: int):
         """(rows of the batch whose query for value v of attribute j is not done, their targets)."""
@@ -330,12 +346,9 @@ class _Runner:
             readings.append(grade_with(image, refs[b]))
         return readings
 
-    def predict(self, x):
-        """The evaluation classifier's reading of every attribute [B, M], or None without one."""
-        from amgan_search.images import resize_batch
+    def read(self, x, attribute: str) -> dict[str, list[str | None]]:
+        """Each CNN grader's reading of `attribute` on images x: {grader: [value name or None]}
+        (None throughout from a grader that does not know the attribute)."""
+        from amgan_search.nets.classifier import read_attribute
 
-        if self.evaluator is None:
-            return None
-        size = int(self.evaluator.config["size"])
-        indices, _ = self.evaluator.predict(resize_batch(x.float(), size, antialias=True).to(self.device))
-        return np.asarray(indices.cpu() if hasattr(indices, "cpu") else indices)
+        return {name: read_attribute(grader, x, attribute) for name, grader in self.graders.items()}

@@ -1,4 +1,11 @@
-"""A benchmark run's report: summary.json (the metrics per method), summary.md and topk.png."""
+"""A benchmark run's report: summary.json (the metrics per method), summary.md and topk.png.
+
+summary.json: {"ks", "table_k", "index", "gallery" (items searched), "db", "split", "limit",
+"graders" ({name: shipped name or folder}), "schema", "protocol", "methods": {method: {"queries",
+"kept", "topk": {k: acc}, "top<table_k>_per_attribute": {attribute: acc}, "ndcg": {k: ndcg},
+"mrr", "matches_per_target", "classification": {grader: {attribute: acc or null, "average"}},
+"truth": {attribute: acc or null, "average"} or null}}}.
+"""
 
 from __future__ import annotations
 
@@ -20,10 +27,10 @@ def summarise(records: list[dict], searcher, schema: Schema, ks: Sequence[int],
     `config` (a BenchmarkConfig, or None: the default protocol) orders the methods, chooses the
     gallery and the missing-label rule, and records the run's settings.
     """
-    from amgan_search.index.benchmark import PROTOCOL, gallery_where
+    from amgan_search.index.benchmark import PROTOCOL, gallery_where, grader_sources
 
     ks = list(ks)
-    protocol = config.protocol() if config else dict(PROTOCOL)
+    protocol = {**PROTOCOL, **config.protocol()} if config else dict(PROTOCOL)
     mask = searcher.allowed(gallery_where(protocol["gallery"]))
     ids, labels = searcher.ids, searcher.labels
     if mask is not None:
@@ -35,7 +42,11 @@ def summarise(records: list[dict], searcher, schema: Schema, ks: Sequence[int],
     methods = {name: method_metrics(by_method[name], ids, labels, schema, ks,
                                     protocol.get("missing", WILDCARD))
                for name in order if by_method.get(name)}
+    graders = grader_sources(config.graders) if config else {}
     for name, entry in methods.items():
+        # the run's graders first, in their order; a grader only older records name after them
+        c = entry["classification"]
+        entry["classification"] = {g: c[g] for g in [*graders, *c] if g in c}
         entry["truth"] = truth_accuracy(by_method[name], schema)
     return {
         "ks": ks,
@@ -45,7 +56,7 @@ def summarise(records: list[dict], searcher, schema: Schema, ks: Sequence[int],
         "db": config.db if config else None,
         "split": config.split if config else None,
         "limit": config.limit if config else None,
-        "eval_classifier": config.eval_classifier if config else None,
+        "graders": graders,
         "schema": schema.to_dict(),
         "protocol": protocol,
         "methods": methods,
@@ -83,10 +94,11 @@ def _acc(v) -> str:
 
 
 def summary_markdown(summary: dict) -> str:
-    """The paper's three tables (classification accuracy, top-k accuracy, top-k per attribute) and
-    NDCG@k / MRR beside them."""
+    """The paper's tables (accuracy of edits per grader, top-k accuracy, top-k per attribute)
+    and NDCG@k / MRR with the chance level beside them."""
     names = list(summary["schema"])
     pr = summary.get("protocol") or {}
+    edited = pr.get("edit_attributes") or names
     split = summary.get("split")
     queries = (f"a random sample of {pr['sample']} {split} images (seed {pr['sample_seed']})"
                if pr.get("sample") else
@@ -96,25 +108,14 @@ def summary_markdown(summary: dict) -> str:
     tk = summary["table_k"]
     methods = summary["methods"]
     gallery = "the test split" if pr.get("gallery") == "test" else "the whole catalog"
+    changed = ("every attribute" if edited == names else
+               f"{', '.join(edited)} (of {', '.join(names)})")
     lines = [f"# Benchmark: {summary.get('db')} ({summary.get('split')} split) against {summary['index']}",
-             "", (f"Gallery: {summary['gallery']:,} items ({gallery}). Queries: {queries}; kept: those "
-                  "whose target vector some gallery item other than the query's own has; a missing "
-                  f"label in a target is {pr.get('missing', 'wildcard')!r}."), ""]
-    lines += ["## Classification accuracy of edits (%, evaluation classifier)", "",
-              "| method | " + " | ".join(names) + " | average |",
-              "|---" * (len(names) + 2) + "|"]
-    for m, e in methods.items():
-        c = e.get("classification")
-        cells = [_pct(c.get(a)) for a in names] + [_pct(c.get("average"))] if c else ["-"] * (len(names) + 1)
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    lines += ["", ("## Accuracy of edits by the grader that is no network (%, synthetic "
-                   "catalogs; n/a elsewhere)"), "", "| method | " + " | ".join(names) + " | average |",
-              "|---" * (len(names) + 2) + "|"]
-    for m, e in methods.items():
-        t = e.get("truth")
-        cells = ([_pct(t.get(a), "n/a") for a in names + ["average"]] if t
-                 else ["n/a"] * (len(names) + 1))
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+             "", (f"Gallery: {summary['gallery']:,} items ({gallery}). Queries: {queries}, each "
+                  f"changing one value of {changed}; kept: those whose target vector some gallery "
+                  "item other than the query's own has; a hit has the whole target vector; a "
+                  f"missing label in a target is {pr.get('missing', 'wildcard')!r}."), ""]
+    lines += grader_table(methods, edited)
     lines += ["", "## Top-k retrieval accuracy", "",
               "| method | queries | kept | " + " | ".join(f"top-{k}" for k in ks) + " |",
               "|---" * (len(ks) + 3) + "|"]
@@ -128,12 +129,31 @@ def summary_markdown(summary: dict) -> str:
         if "ndcg" in e:
             lines.append(f"| {m} | {_num(e['matches_per_target'])} | {_acc(e['mrr'])} | "
                          + " | ".join(_acc(e["ndcg"][str(k)]) for k in ks) + " |")
-    lines += ["", f"## Top-{tk} retrieval accuracy per attribute", "",
-              "| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += ["", f"## Top-{tk} retrieval accuracy per edited attribute", "",
+              "| method | " + " | ".join(edited) + " |", "|---" * (len(edited) + 1) + "|"]
     for m, e in methods.items():
         per = e[f"top{tk}_per_attribute"]
-        lines.append(f"| {m} | " + " | ".join(_acc(per.get(a)) for a in names) + " |")
+        lines.append(f"| {m} | " + " | ".join(_acc(per.get(a)) for a in edited) + " |")
     return "\n".join(lines) + "\n"
+
+
+def grader_table(methods: dict, edited: list[str]) -> list[str]:
+    """The accuracy of the edits (%), one row per method and grader: each CNN grader's, then the
+    grader that is no network's ("truth"). "-": the grader does not read the attribute; "n/a":
+    no truth reading (a catalog that is not synthetic)."""
+    title = ("## Accuracy of edits per grader (%; truth: the grader that is no network, "
+             "synthetic catalogs only)")
+    lines = [title, "", "| method | grader | " + " | ".join(edited) + " | average |",
+             "|---" * (len(edited) + 3) + "|"]
+    for m, e in methods.items():
+        for grader, acc in (e.get("classification") or {}).items():
+            cells = [_pct(acc.get(a)) for a in edited] + [_pct(acc.get("average"))]
+            lines.append(f"| {m} | {grader} | " + " | ".join(cells) + " |")
+        t = e.get("truth")
+        cells = ([_pct(t.get(a)) for a in edited] + [_pct(t.get("average"))] if t
+                 else ["n/a"] * (len(edited) + 1))
+        lines.append(f"| {m} | truth | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_topk(summary: dict, path: Path) -> None:

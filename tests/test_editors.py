@@ -238,7 +238,8 @@ def test_edit_quality_of_the_true_render_is_perfect_and_of_no_edit_is_nil():
     from amgan_search.schema import DEFAULT_SCHEMA
 
     judge = TinyClassifier(DEFAULT_SCHEMA)
-    oracle = evaluate_edits(_Oracle(DEFAULT_SCHEMA, 2, 5, 32), judge, n=2, seed=5, size=32,
+    graders = {"judge": judge}
+    oracle = evaluate_edits(_Oracle(DEFAULT_SCHEMA, 2, 5, 32), graders, n=2, seed=5, size=32,
                             progress=False)
     m = oracle["mean"]
     assert m["fidelity_reduction"] == pytest.approx(1.0) and m["l1_edit"] == 0.0
@@ -246,7 +247,7 @@ def test_edit_quality_of_the_true_render_is_perfect_and_of_no_edit_is_nil():
     assert m["l1_input"] > 0
     assert oracle["per_attribute"]["color"]["n_edits"] == 2 * 16
     assert oracle["per_attribute"]["sleeve"]["n_edits"] == 2 * 3
-    nothing = evaluate_edits(_Oracle(DEFAULT_SCHEMA, 2, 5, 32, identity=True), judge, n=2,
+    nothing = evaluate_edits(_Oracle(DEFAULT_SCHEMA, 2, 5, 32, identity=True), graders, n=2,
                              seed=5, size=32, progress=False)["mean"]
     assert nothing["fidelity_reduction"] == pytest.approx(0.0)
     assert nothing["preservation"] == 0.0 and nothing["attention_iou"] == 0.0
@@ -255,7 +256,7 @@ def test_edit_quality_of_the_true_render_is_perfect_and_of_no_edit_is_nil():
     assert nothing["l1_edit_outside"] == 0.0
     assert nothing["l1_edit_changed"] > 10 * nothing["l1_edit_rest_of_figure"]
     # The three parts of the edit's L1 add up to it.
-    inverted = evaluate_edits(_Oracle(DEFAULT_SCHEMA, 2, 5, 32, invert=True), judge, n=2,
+    inverted = evaluate_edits(_Oracle(DEFAULT_SCHEMA, 2, 5, 32, invert=True), graders, n=2,
                               seed=5, size=32, progress=False)["per_attribute"]
     for r in [nothing, *inverted.values()]:
         parts = [r[f"l1_edit_{p}"] for p in ("changed", "rest_of_figure", "outside")]

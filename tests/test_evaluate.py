@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from amgan_search.errors import UserError
-from amgan_search.index.benchmark import BenchmarkConfig, parse_methods, run_benchmark
+from amgan_search.index.benchmark import BenchmarkConfig, run_benchmark
+from amgan_search.index.methods import parse_methods
 from amgan_search.metrics.retrieval import (classification_accuracy, dcg, method_metrics, ndcg,
                                             parse_ks, query_targets, ranking_scores, relevance,
                                             retrieval_hits, target_matches, topk_accuracy)
@@ -157,7 +158,7 @@ def bench(tmp_path_factory):
 def _run(bench, out, methods):
     return run_benchmark(BenchmarkConfig(
         db=str(bench["db"]), index=str(bench["index"]), out=str(out),
-        methods=parse_methods(methods), ks=[1, 5, 10], eval_classifier=str(bench["eval"]),
+        methods=parse_methods(methods), ks=[1, 5, 10], graders=f"eval={bench['eval']}",
         batch_size=4, device="cpu", progress=False))
 
 
@@ -181,7 +182,8 @@ def test_benchmark_writes_four_outputs_and_resumes(bench, tmp_path):
                                 searcher.ids, searcher.labels, [1, 5, 10], [r["query"] for r in real])
     assert summary["methods"]["real"]["kept"] == int(kept.sum())
     assert summary["methods"]["real"]["topk"]["10"] == pytest.approx(hits[kept, 2].mean())
-    assert set(summary["methods"]["tiny"]["classification"]) == {"color", "sleeve", "average"}
+    assert set(summary["methods"]["tiny"]["classification"]["eval"]) == {"color", "sleeve", "average"}
+    assert all(set(r["predicted"]) == {"eval"} for r in records)
     md = (out / "summary.md").read_text()
     assert "| tiny |" in md and "top-10" in md
 
@@ -199,7 +201,7 @@ def test_benchmark_writes_four_outputs_and_resumes(bench, tmp_path):
 def _run_with(bench, out, **protocol):
     return run_benchmark(BenchmarkConfig(
         db=str(bench["db"]), index=str(bench["index"]), out=str(out), methods=parse_methods("real"),
-        ks=[1, 5, 10], eval_classifier=None, batch_size=4, device="cpu", progress=False, **protocol))
+        ks=[1, 5, 10], graders="none", batch_size=4, device="cpu", progress=False, **protocol))
 
 
 def _records(out):
@@ -227,7 +229,7 @@ def test_benchmark_ndcg_and_mrr_agree_with_the_recorded_relevances(bench, tmp_pa
     # 24 items, 4 of each (color, sleeve): a target has 4 matches, 3 when the own item is one
     assert 3 <= real["matches_per_target"] <= 4
     assert summary["protocol"] == {"gallery": "all", "sample": None, "sample_seed": 0,
-                                   "missing": "wildcard"}
+                                   "missing": "wildcard", "edit_attributes": None}
     assert "NDCG@10" in (out / "summary.md").read_text()
 
 
@@ -271,7 +273,7 @@ def test_summary_counts_missing_labels_by_the_run_rule(tmp_path):
     records = [{"query": "s", "method": "real", "attribute": "color", "target": [1, -1],
                 "predicted": None, "retrieved": ["q", "r", "p"]}]
     config = SimpleNamespace(methods=parse_methods("real"), db="x.db", split="test", limit=None,
-                             eval_classifier=None,
+                             graders="none",
                              protocol=lambda: {"gallery": "all", "sample": None, "sample_seed": 0,
                                                "missing": "value"})
     assert summarise(records, searcher, SCHEMA, [1, 3], config)["methods"]["real"]["mrr"] == 0.5
@@ -330,7 +332,7 @@ def test_benchmark_refuses_to_mix_runs(bench, tmp_path):
     with pytest.raises(UserError, match="another limit"):
         run_benchmark(BenchmarkConfig(db=str(bench["db"]), index=str(bench["index"]), out=str(out),
                                       methods=parse_methods("real"), ks=[1, 5, 10], limit=2,
-                                      eval_classifier=None, device="cpu", progress=False))
+                                      graders="none", device="cpu", progress=False))
 
 
 def test_no_truth_grading_on_a_catalog_that_is_not_synthetic(bench, tmp_path):
@@ -338,7 +340,7 @@ def test_no_truth_grading_on_a_catalog_that_is_not_synthetic(bench, tmp_path):
     assert summary["methods"]["real"]["truth"] is None
     assert all("truth" not in r for r in _records(tmp_path / "r"))
     md = (tmp_path / "r" / "summary.md").read_text()
-    assert "| real | n/a | n/a | n/a |" in md
+    assert "| real | truth | n/a | n/a | n/a |" in md
 
 
 def test_oracle_needs_a_synthetic_catalog(bench, tmp_path):
@@ -369,7 +371,7 @@ def test_oracle_edits_are_the_true_renders(tmp_path):
                 progress=False)
     summary = run_benchmark(BenchmarkConfig(
         db=str(db), index=str(tmp_path / "index"), out=str(tmp_path / "run"),
-        methods=parse_methods("real,oracle"), ks=[1, 5, 30], limit=2, eval_classifier=None,
+        methods=parse_methods("real,oracle"), ks=[1, 5, 30], limit=2, graders="none",
         device="cpu", progress=False))
     # 2 inputs x (16 colors + 3 sleeves) targets each
     assert summary["methods"]["oracle"]["queries"] == 38 == summary["methods"]["real"]["queries"]
@@ -391,5 +393,5 @@ def test_oracle_edits_are_the_true_renders(tmp_path):
                        for r in records if r["method"] == "oracle" and r["attribute"] == "color"])
     assert truth["oracle"]["color"] == by_hand
     md = (tmp_path / "run" / "summary.md").read_text()
-    assert "## Accuracy of edits by the grader that is no network" in md
-    assert f"| oracle | {100 * truth['oracle']['color']:.2f} |" in md
+    assert "## Accuracy of edits per grader" in md
+    assert f"| oracle | truth | {100 * truth['oracle']['color']:.2f} |" in md

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from amgan_search.errors import UserError
 from amgan_search.images import load_image
-from amgan_search.schema import (DEFAULT_SCHEMA, SYNTHETIC_COLORS, SYNTHETIC_SLEEVES, Schema,
-                                 synthetic_schema)
+from amgan_search.schema import (DEFAULT_SCHEMA, HARD_SETTING, SYNTHETIC_COLORS,
+                                 SYNTHETIC_NECKLINES, SYNTHETIC_SLEEVES, Schema, synthetic_schema)
 from amgan_search.synthetic import (Scene, contact_sheet, load_scene_table, load_scenes, render,
                                     sample_scene, value_counts, write_catalog)
 
@@ -65,6 +65,39 @@ def test_an_edit_changes_only_garment_and_arms(seed):
         if edited != scene:
             assert changed.any()
     assert scene.with_attributes(color=scene.attributes["color"]) == scene
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_neckline_as_an_attribute_draws_the_cut_and_changes_only_the_top(seed):
+    hard = synthetic_schema(HARD_SETTING)
+    scene = sample_scene(seed, hard)
+    assert set(scene.attributes) == set(HARD_SETTING)
+    base, masks = render(scene, 64)
+    cuts = {}
+    for cut in SYNTHETIC_NECKLINES:
+        image, m = render(scene.with_attributes(neckline=cut), 64)
+        cuts[cut] = m["torso"].sum()
+        changed = (image != base).any(axis=2)
+        # the cut changes the top and what shows through it, never the arms or the background
+        assert not (changed & ~(masks["person"] | m["person"])).any(), cut
+        assert not (changed & (masks["arms"] & m["arms"] & ~(masks["torso"] | m["torso"]))).any()
+    assert cuts["scoop"] < cuts["crew"]  # the scoop takes the most fabric away
+    assert len(set(cuts.values())) == 3
+
+
+def test_a_neckline_outside_the_schema_is_the_scene_drawn_cut():
+    # The same seed under color,sleeve and under the harder setting: the cut of the first is the
+    # scene's own nuisance `neckline`, the second draws it as an attribute value.
+    plain = sample_scene(11)
+    assert "neckline" not in plain.attributes
+    image, m_plain = render(plain, 64)
+    labelled = Scene(attribute_values=(*plain.attribute_values, ("neckline", plain.neckline)),
+                     **{k: v for k, v in vars(plain).items() if k != "attribute_values"})
+    same, m_labelled = render(labelled, 64)
+    assert np.array_equal(m_plain["torso"], m_labelled["torso"])
+    assert same.tobytes() == image.tobytes()
+    other = next(c for c in SYNTHETIC_NECKLINES if c != plain.neckline)
+    assert render(labelled.with_attributes(neckline=other), 64)[0].tobytes() != image.tobytes()
 
 
 def test_with_attributes_rejects_unknown_names_and_values():

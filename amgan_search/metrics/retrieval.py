@@ -3,11 +3,12 @@
 Pure functions of arrays and query records; the resumable runner that produces the records for
 every method over a catalog's test split is `amgan_search.index.benchmark`.
 
-Protocol (DESIGN "Metrics"): for every test image, every attribute and every target value other
-than its current one, the query is embed(G(x, target)); the gallery is the indexed catalog without
-the query's own item; the target vector is the input's attributes with that one value replaced.
-A query is kept only if some gallery item has the whole target vector; it is a hit at k if some
-item among its top k has the whole target vector.
+Protocol (DESIGN "Metrics"): for every test image, every attribute (or those chosen to edit: the
+harder setting edits two of four) and every target value other than its current one, the query is
+embed(G(x, target)); the gallery is the indexed catalog without the query's own item; the target
+vector is the input's attributes with that one value replaced. A query is kept only if some
+gallery item has the whole target vector (every attribute of the index, edited or not); it is a
+hit at k if some item among its top k has the whole target vector.
 
 Beside top-k, as ADDE's public evaluation reports them, over the same kept queries:
 - NDCG@k with graded relevance rel = the number of attributes of the target vector a result
@@ -131,29 +132,75 @@ def topk_accuracy(kept: np.ndarray, hits: np.ndarray, ks: Sequence[int]) -> dict
     return {int(k): (float(hits[kept, j].mean()) if n else None) for j, k in enumerate(ks)}
 
 
-def classification_accuracy(predicted: Sequence[int], targets: np.ndarray, attributes: Sequence[int],
+def classification_accuracy(predicted: Sequence, targets: np.ndarray, attributes: Sequence[int],
                             schema: Schema) -> dict[str, float | None]:
-    """Per manipulated attribute: how often the evaluation classifier says the target value.
+    """Per manipulated attribute: how often a grader read the target value.
 
-    `average` is the mean over attributes (each attribute counts once, as in the paper's tables).
+    `predicted[q]` is the grader's reading of query q's manipulated attribute: a value name, a
+    value index of `schema` (the records of old), or None (not read: a grader that does not know
+    the attribute). An attribute is None when no query manipulates it or the grader read none of
+    its queries; where it read some, a None counts as wrong. `average` is the mean over the
+    attributes with an accuracy (each counts once, as in the paper's tables).
     """
-    predicted = np.asarray(predicted, dtype=np.int64)
     targets = np.asarray(targets, dtype=np.int64)
     attributes = np.asarray(attributes, dtype=np.int64)
-    wanted = targets[np.arange(len(targets)), attributes] if len(targets) else np.zeros(0, np.int64)
     out: dict[str, float | None] = {}
-    for j, name in enumerate(schema.names):
-        sel = attributes == j
-        out[name] = float(np.mean(predicted[sel] == wanted[sel])) if sel.any() else None
+    for j, attr in enumerate(schema.attributes):
+        sel = np.flatnonzero(attributes == j)
+        reads = [_value_name(predicted[q], attr.values) for q in sel]
+        if not any(r is not None for r in reads):
+            out[attr.name] = None
+            continue
+        wanted = [attr.values[int(targets[q, j])] for q in sel]
+        out[attr.name] = float(np.mean([r == w for r, w in zip(reads, wanted)]))
     values = [v for v in out.values() if v is not None]
     out["average"] = float(np.mean(values)) if values else None
     return out
 
 
-def query_targets(labels: np.ndarray, schema: Schema) -> list[tuple[int, int, np.ndarray]]:
-    """Every (attribute, target value, target vector) for one input's labels [M]."""
+def _value_name(reading, values: Sequence[str]) -> str | None:
+    """A reading as a value name: names stay, indices of old are looked up, None stays None."""
+    if reading is None or isinstance(reading, str):
+        return reading
+    return values[int(reading)]
+
+
+def record_readings(record: dict, schema: Schema) -> dict[str, str | None]:
+    """A benchmark record's CNN readings {grader: value name or None} of its manipulated
+    attribute. Records of old held one grader's value index (an int) or None: read as
+    {"eval": name} and {}."""
+    predicted = record.get("predicted")
+    if predicted is None:
+        return {}
+    if isinstance(predicted, dict):
+        return dict(predicted)
+    attr = schema.attribute(record["attribute"])
+    return {"eval": attr.values[int(predicted)]}
+
+
+def grader_accuracy(records: Sequence[dict], schema: Schema) -> dict[str, dict]:
+    """{grader: `classification_accuracy`} over query records, for every grader some record
+    names (in the records' order). A record without a grader's entry (a run resumed from records
+    of other graders) is left out of that grader's accuracy rather than counted wrong."""
+    readings = [record_readings(r, schema) for r in records]
+    graders = list(dict.fromkeys(g for read in readings for g in read))
+    out = {}
+    for g in graders:
+        mine = [(r, read[g]) for r, read in zip(records, readings) if g in read]
+        out[g] = classification_accuracy(
+            [p for _, p in mine], np.array([r["target"] for r, _ in mine], dtype=np.int64),
+            [schema.position(r["attribute"]) for r, _ in mine], schema)
+    return out
+
+
+def query_targets(labels: np.ndarray, schema: Schema, attributes: Sequence[int] | None = None
+                  ) -> list[tuple[int, int, np.ndarray]]:
+    """Every (attribute, target value, target vector) for one input's labels [M]; only the
+    attribute positions `attributes` are manipulated when given (None: every attribute)."""
     out = []
     for j, attr in enumerate(schema.attributes):
+        if attributes is not None and j not in attributes:
+            continue
         for v in range(len(attr.values)):
             if v == labels[j]:
                 continue
@@ -183,7 +230,8 @@ def method_metrics(records: Sequence[dict], gallery_ids: Sequence, gallery_label
                    schema: Schema, ks: Sequence[int], missing: str = WILDCARD) -> dict:
     """The metrics of one method from its query records ({query, attribute, target, predicted,
     retrieved}): queries, kept, top-k accuracy, top-k per attribute at `table_k`, NDCG@k, MRR,
-    the chance level, and the classification accuracy when every record has a prediction."""
+    the chance level, and the classification accuracy per CNN grader (`grader_accuracy`; {}
+    when no grader read the edits)."""
     ks = list(ks)
     targets = np.array([r["target"] for r in records], dtype=np.int64)
     attrs = np.array([schema.names.index(r["attribute"]) for r in records], dtype=np.int64)
@@ -207,7 +255,5 @@ def method_metrics(records: Sequence[dict], gallery_ids: Sequence, gallery_label
         "mrr": float(scores["rr"][kept].mean()) if any_kept else None,
         "matches_per_target": float(scores["matches"][kept].mean()) if any_kept else None,
     }
-    preds = [r.get("predicted") for r in records]
-    if all(p is not None for p in preds):
-        entry["classification"] = classification_accuracy(preds, targets, attrs, schema)
+    entry["classification"] = grader_accuracy(records, schema)
     return entry

@@ -37,11 +37,12 @@ import argparse
 import io
 from dataclasses import replace
 from itertools import pairwise
+from typing import Sequence
 
 import numpy as np
 
 from amgan_search.errors import UserError
-from amgan_search.schema import SYNTHETIC_COLORS, SYNTHETIC_SLEEVES
+from amgan_search.schema import SYNTHETIC_COLORS, SYNTHETIC_SLEEVES, synthetic_schema
 from amgan_search.synthetic import GARMENT_RGB, MULTICOLOR_BASE, render, sample_scene
 from amgan_search.synthetic.fabric import garment
 
@@ -199,9 +200,10 @@ def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
 
 
-def grader_accuracy(n: int = 500, seed: int = 50_000, size: int = 64,
-                    jpeg: bool = False) -> dict[str, dict[str, float]]:
-    """Accuracy of `grade` on n unseen scenes (seeds seed..seed+n-1, random color and sleeve).
+def grader_accuracy(n: int = 500, seed: int = 50_000, size: int = 64, jpeg: bool = False,
+                    attributes: Sequence[str] = ("color", "sleeve")) -> dict[str, dict[str, float]]:
+    """Accuracy of `grade` on n unseen scenes (seeds seed..seed+n-1, random values of
+    `attributes`: the harder setting's four draw patterned tops and every neckline).
 
     Rows: "true" (the scene's own render read as its own values), "color edit" and "sleeve edit"
     (the scene re-rendered with one attribute changed to a random other value, graded against
@@ -210,7 +212,7 @@ def grader_accuracy(n: int = 500, seed: int = 50_000, size: int = 64,
     rng = np.random.default_rng([seed, 0x7247])
     hits = {row: {"color": 0, "sleeve": 0} for row in ("true", "color edit", "sleeve edit")}
     for i in range(n):
-        scene = sample_scene(seed + i)
+        scene = sample_scene(seed + i, synthetic_schema(attributes))
         ref = References(scene, size)
         values = scene.attributes
         others = {a: [v for v in vals if v != values[a]]
@@ -244,12 +246,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=64, help="render side in pixels")
     parser.add_argument("--jpeg", action="store_true",
                         help="grade the images as a JPEG catalog stores them")
+    parser.add_argument("--attributes", default="color,sleeve",
+                        help="attributes the scenes draw (color,sleeve,pattern,neckline: the "
+                             "harder setting)")
     args = parser.parse_args(argv)
     if args.n < 1 or args.size < 16 or args.seed < 0:
         parser.error("--n must be >= 1, --size >= 16, --seed >= 0")
-    result = grader_accuracy(args.n, args.seed, args.size, args.jpeg)
-    print(f"non-network grader, {args.n} scenes from seed {args.seed}, {args.size} px"
-          f"{', JPEG' if args.jpeg else ''}")
+    try:
+        attributes = synthetic_schema([a.strip() for a in args.attributes.split(",")]).names
+        if not {"color", "sleeve"} <= set(attributes):
+            raise UserError("--attributes must include color and sleeve (what the grader reads)")
+    except UserError as exc:
+        parser.error(str(exc))
+    result = grader_accuracy(args.n, args.seed, args.size, args.jpeg, attributes)
+    print(f"non-network grader, {args.n} scenes from seed {args.seed}, {args.size} px, "
+          f"attributes {','.join(attributes)}{', JPEG' if args.jpeg else ''}")
     print(_table(result))
     return 0
 

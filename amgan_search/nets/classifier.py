@@ -249,3 +249,17 @@ def classifier_digest(path: str | os.PathLike) -> str:
     if not path.is_file():
         raise UserError(f"{path}: no such weights file")
     return file_sha256(path)
+
+
+def read_attribute(classifier, x, attribute: str) -> list[str | None]:
+    """The grader's reading of `attribute` on images x [B,3,S,S] in [0, 1] (any size: resized to
+    the grader's own): one value name per image, or None for every image when the grader does
+    not know the attribute."""
+    names = classifier.schema.names
+    if attribute not in names:
+        return [None] * len(x)
+    j = names.index(attribute)
+    values = classifier.schema.attributes[j].values
+    device = next(classifier.parameters()).device
+    indices, _ = classifier.predict(classifier_input(classifier, x.float()).to(device))
+    return [values[int(i)] for i in indices[:, j].tolist()]

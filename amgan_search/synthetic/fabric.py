@@ -102,11 +102,13 @@ def _dots(u, v, period: float, offset, px: float):
 
 def garment(scene: Scene) -> dict[str, str]:
     """Every garment attribute the renderer knows. One outside the scene's schema is nuisance:
-    pattern is solid (the schema's default look), color and sleeve come from the scene seed."""
+    pattern is solid (the schema's default look), the neckline is the scene's own drawn cut, color
+    and sleeve come from the scene seed."""
     rng = np.random.default_rng([scene.seed, 5])
     drawn = {name: values[int(rng.integers(len(values)))]
              for name, values in SYNTHETIC_ATTRIBUTES.items()}
     drawn["pattern"] = "solid"
+    drawn["neckline"] = scene.neckline
     return {**drawn, **scene.attributes}
 
 

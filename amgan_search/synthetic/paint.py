@@ -189,9 +189,9 @@ def _paint_body(canvas: Canvas, fig: _Figure) -> _Torso:
 def _paint_top(canvas: Canvas, fig: _Figure, torso: _Torso) -> None:
     """The top on the torso: the body's outline less the neckline (and the armholes)."""
     Ub, Vb, neck_hw, r_up, px = torso.U, torso.V, fig.neck_hw, fig.r_up, fig.px
-    if fig.scene.neckline == "crew":
+    if fig.attrs["neckline"] == "crew":
         neck_cut = ellipse(Ub, Vb, 0, -0.004, neck_hw * 1.35, 0.028)
-    elif fig.scene.neckline == "scoop":
+    elif fig.attrs["neckline"] == "scoop":
         neck_cut = ellipse(Ub, Vb, 0, -0.01, neck_hw * 1.9, 0.06)
     else:  # v: a wedge pointing down
         depth, half = 0.075, neck_hw * 1.5

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 
 from amgan_search.errors import UserError
-from amgan_search.schema import DEFAULT_SCHEMA, SYNTHETIC_ATTRIBUTES, Schema
+from amgan_search.schema import DEFAULT_SCHEMA, SYNTHETIC_ATTRIBUTES, SYNTHETIC_NECKLINES, Schema
 
 SCENE_VERSION = 1
 MASKS = ("garment", "torso", "sleeves", "arms", "hands", "person")
@@ -54,7 +54,7 @@ HAIR_RGB = ((22, 18, 16), (60, 38, 24), (110, 72, 40), (170, 120, 60), (220, 190
 TROUSERS_RGB = ((46, 66, 108), (70, 96, 140), (32, 32, 36), (104, 104, 110), (168, 150, 112),
                 (226, 222, 212), (86, 62, 44), (60, 70, 50))
 BACKGROUNDS = ("flat", "gradient", "texture")
-NECKLINES = ("crew", "v", "scoop")
+NECKLINES = SYNTHETIC_NECKLINES  # the nuisance cut when neckline is not in the schema
 
 
 def _rgb(values) -> tuple[int, int, int]:
@@ -66,7 +66,8 @@ class Scene:
     """One synthetic catalog photo: garment attributes plus every nuisance parameter.
 
     `attributes` are the values of the scene's schema; a renderer attribute outside it is
-    nuisance (pattern solid; color and sleeve drawn from `seed`).
+    nuisance (pattern solid; the neckline the `neckline` field; color and sleeve drawn from
+    `seed`). With neckline in the schema, its attribute value is the cut drawn.
     """
 
     attribute_values: tuple[tuple[str, str], ...]  # (name, value) in schema order
