@@ -216,13 +216,13 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, tensors: Mapping[str,
     if keep > 0:
         # Only those before this step: one after it is left from before a resume, and the
         # training that goes on from here writes it again.
-        older = sorted((s, p) for s, p in _steps(root) if s < step)
+        older = sorted((s, p) for s, p in checkpoint_steps(root) if s < step)
         for _, old in older[:max(0, len(older) - (keep - 1))]:
             shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def _steps(root: Path) -> list[tuple[int, Path]]:
+def checkpoint_steps(root: Path) -> list[tuple[int, Path]]:
     """(step, folder) of every checkpoint folder under `root` (names of other files ignored)."""
     found = []
     for entry in root.iterdir() if root.is_dir() else ():

@@ -90,12 +90,10 @@ def needs_cam(method: str) -> bool:
 
 def checkpoint_steps(run: Path) -> set[int]:
     """The iterations of the run's complete checkpoints (`checkpoints/step-N`)."""
-    from amgan_search.checkpoint import STATE, WEIGHTS
+    from amgan_search.checkpoint import STATE, WEIGHTS, checkpoint_steps as steps
 
-    root = run / "checkpoints"
-    return {int(p.name[5:]) for p in (root.iterdir() if root.is_dir() else ())
-            if p.name.startswith("step-") and p.name[5:].isdigit()
-            and (p / WEIGHTS).is_file() and (p / STATE).is_file()}
+    return {s for s, p in steps(run / "checkpoints")
+            if (p / WEIGHTS).is_file() and (p / STATE).is_file()}
 
 
 def latest_step(run: Path) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from amgan_search.metrics.intervals import NONE, interval, ratio_interval
-from amgan_search.metrics.retrieval import WILDCARD, ranking_scores, table_k
+from amgan_search.metrics.retrieval import WILDCARD, ranking_scores, record_readings, table_k
 from amgan_search.schema import Schema
 
 COMPARISON_JSON, COMPARISON_MD = "comparison.json", "comparison.md"
@@ -63,20 +63,21 @@ def wanted_value(record: dict, schema: Schema) -> str:
     return schema.attributes[j].values[int(record["target"][j])]
 
 
-def _reading(record: dict, grader: str) -> str | None:
-    """The grader's reading of the record's edited attribute (None: not read, or unreadable)."""
+def _reading(record: dict, grader: str, schema: Schema) -> str | None:
+    """The grader's reading of the record's edited attribute (None: not read, or unreadable);
+    a CNN grader's through `record_readings`, which also reads the records of old runs."""
     if grader == TRUTH:
         return (record.get(TRUTH) or {}).get(record["attribute"])
-    return (record.get("predicted") or {}).get(grader)
+    return record_readings(record, schema).get(grader)
 
 
-def _reads(record: dict, grader: str) -> bool:
+def _reads(record: dict, grader: str, schema: Schema) -> bool:
     """Whether the grader reads the record's edited attribute at all. The truth grader names
     every attribute it reads, with null where an image is unreadable (a wrong reading); a CNN
     grader says null only for an attribute it was not trained on."""
     if grader == TRUTH:
         return record["attribute"] in (record.get(TRUTH) or {})
-    return _reading(record, grader) is not None
+    return _reading(record, grader, schema) is not None
 
 
 def _mean_over_attributes(n_attributes: int) -> Callable[[np.ndarray], float]:
@@ -97,11 +98,12 @@ def accuracy(records: Sequence[dict], schema: Schema, grader: str, boot: _Bootst
     grader read nothing at all.
     """
     attributes = [a for a in schema.names if any(
-        r["attribute"] == a and _reads(r, grader) for r in records)]
+        r["attribute"] == a and _reads(r, grader, schema) for r in records)]
     if not attributes:
         return None
     mine = [r for r in records if r["attribute"] in attributes]
-    correct = np.array([_reading(r, grader) == wanted_value(r, schema) for r in mine], float)
+    correct = np.array([_reading(r, grader, schema) == wanted_value(r, schema) for r in mine],
+                       float)
     which = np.array([attributes.index(r["attribute"]) for r in mine], float)
     queries = np.array([str(r["query"]) for r in mine])
     out = {a: boot.mean(correct[which == i], queries[which == i])
