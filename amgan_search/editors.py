@@ -115,7 +115,9 @@ class Manipulator:
 
     `precision` ("fp32", "bf16", or "auto": bf16 where the device has it natively; see
     `device.resolve_precision`) is how the generator and the classifier run; fp32 by default, so
-    evaluations give the same numbers on every machine; the query path asks for "auto".
+    evaluations give the same numbers on every machine; the query path asks for "auto". The
+    classifier may be None for a generator that needs no CAM when the caller gives the current
+    attributes (a training run grading its checkpoints); `predict` then refuses.
     """
 
     def __init__(self, net: EditNet, schema: Schema, size: int, classifier, config: dict,
@@ -132,7 +134,8 @@ class Manipulator:
         prepare_module(self.net, self.precision)
         prepare_module(self.classifier, self.precision)
         self._generate = FastPath(self.net, self.precision, str(self.device))
-        self._read = FastPath(self.classifier.predict, self.precision, str(self.device))
+        self._read = (FastPath(self.classifier.predict, self.precision, str(self.device))
+                      if self.classifier is not None else None)
         return self
 
     def compile_steps(self, batch_sizes=(1,)) -> list:
@@ -173,6 +176,9 @@ class Manipulator:
         """The classifier's reading of the current attributes, [B, M]."""
         from amgan_search.nets.classifier import classifier_input
 
+        if self._read is None:
+            raise UserError("this editor has no classifier to read the photo's attributes; "
+                            "give them")
         with torch.no_grad():
             return self._read(classifier_input(self.classifier, x))[0].cpu()
 

@@ -156,12 +156,26 @@ def train_classifier(db_path, output_stride, quiet, **options) -> None:
 @click.option("--stop-at", type=AT_LEAST_ONE, default=None,
               help="Stop after this iteration with a checkpoint and a model, the schedule still "
                    "planned for --iters (time-boxed sessions; --resume goes on).")
-def train_amgan(split, avgpool_only, **options) -> None:
+# -- picking checkpoints by the truth (synthetic catalogs)
+@click.option("--val-scenes", type=AT_LEAST_ZERO, default=0, show_default=True,
+              help="At every checkpoint, grade the edits of this many unseen synthetic scenes "
+                   "against the renderer's true edits (no network grades them) and keep the best "
+                   "checkpoint as RUN/best; 0: no validation. About 1 s a scene at 64 px on one "
+                   "CPU thread.")
+@click.option("--val-scene-attributes", default=None,
+              help="Attributes the validation scenes are drawn with, comma-separated, the "
+                   "catalog's among them (the harder setting: color,sleeve,pattern,neckline). "
+                   "[default: the catalog's]")
+def train_amgan(split, avgpool_only, val_scene_attributes, **options) -> None:
     """Train AMGAN or a baseline; works the same under `torchrun --nproc_per_node N`."""
     from amgan_search.train.amgan import train_amgan as run
     from amgan_search.train.config import AmganConfig
 
-    config = AmganConfig(split=split or None, perceptual_conv5=not avgpool_only, **options)
+    if val_scene_attributes is not None:
+        val_scene_attributes = tuple(a.strip() for a in val_scene_attributes.split(",")
+                                     if a.strip()) or None
+    config = AmganConfig(split=split or None, perceptual_conv5=not avgpool_only,
+                         val_scene_attributes=val_scene_attributes, **options)
     with _resume_named():
         path = run(config)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
@@ -175,18 +189,24 @@ def train_amgan(split, avgpool_only, **options) -> None:
                    "run or a folder holding it.")
 @click.option("--step", type=AT_LEAST_ZERO, default=None,
               help="AMGAN runs: the checkpoint to export [default: the latest].")
+@click.option("--best", is_flag=True,
+              help="AMGAN runs trained with --val-scenes: the checkpoint the truth scored best.")
 @click.option("--force", is_flag=True,
               help="Replace the model folder --out holds (files a model folder does not hold, "
                    "such as MODEL_CARD.md, stay).")
-def export_model(run_dir, out, step, force) -> None:
+def export_model(run_dir, out, step, best, force) -> None:
     """Export a training run as a small fp16 model directory (how the shipped models are made).
 
-    A classifier run exports its best model; an AMGAN run exports a checkpoint, so a run still
-    in progress can ship a snapshot that records the iterations actually done.
+    A classifier run exports its best model; an AMGAN run exports a checkpoint (the latest,
+    --step, or --best), so a run still in progress can ship a snapshot that records the
+    iterations actually done.
     """
+    from amgan_search.errors import UserError
     from amgan_search.train.export import export_run
 
-    model = export_run(run_dir, out, step, force=force)
+    if best and step is not None:
+        raise UserError("--best and --step name two checkpoints; give one")
+    model = export_run(run_dir, out, step, force=force, best=best)
     if model.get("kind") == "classifier":
         click.echo(f"model: {out} (classifier, role {model.get('role')}, {model.get('arch')})")
     else:

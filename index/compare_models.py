@@ -22,9 +22,11 @@ OWN_NAMES = (BENCHMARK, EDITS, SETTINGS, "comparison.json", "comparison.md", "co
 KS = (1, 5, 10, 30)
 EDIT_ATTRIBUTES = ("color", "sleeve")  # what the generators of the harder setting edit
 EDIT_SIZE = 64
-# The settings runs/compare/drive.sh trains with: the same widths, seed, data and schedule for all.
+# The settings runs/compare/drive.sh trains with: the same widths, seed, data and schedule for all;
+# every checkpoint graded by the truth on 32 validation scenes of the evaluation's kind
+# (`train.validation`), so each run keeps the checkpoint the truth picks as RUN/best.
 TRAIN = {"size": 64, "sample_every": 1000, "ckpt_every": 500, "seed": 0, "workers": 0,
-         "threads": 1, "bf16": False}
+         "threads": 1, "bf16": False, "val_scenes": 32}
 CAM_TRAIN = {"role": "cam", "arch": "resnet18", "size": 64, "epochs": 3, "seed": 0, "workers": 0,
              "checkpoint_every": 100}
 # What a run's train_config.json records that is this invocation's, not the run's.
@@ -236,6 +238,7 @@ def train_method(config: CompareConfig, method: str, step: int) -> None:
     train_amgan(AmganConfig(**{
         **TRAIN, **saved_settings(run, AmganConfig), "db": config.train_db, "out": str(run),
         "method": method, "iters": config.iters, "stop_at": step,
+        "val_scene_attributes": tuple(config.scene_attributes),
         "classifier": str(cam_dir(config)) if needs_cam(method) else None,
         "resume": latest_checkpoint(run) is not None, "progress": config.progress}))
 

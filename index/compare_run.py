@@ -139,7 +139,7 @@ def commands(config: CompareConfig, step: int) -> list[str]:
         cam = f" --classifier {runs / CAM_MODEL}" if needs_cam(m) else ""
         lines.append(f"amgan-search train amgan --db {q(config.train_db)} --out {runs / m} "
                      f"--method {m} --iters {config.iters} --stop-at {step} {_flags(TRAIN)}"
-                     f"{cam} [--resume]")
+                     f" --val-scene-attributes {','.join(config.scene_attributes)}{cam} [--resume]")
         lines.append(f"amgan-search train export {runs / m} --out {model_dir(config, m, step)} "
                      f"--step {step}")
     return lines

@@ -369,6 +369,9 @@ def test_training_resumes_the_runs_with_their_settings(tmp_path, monkeypatch):
                 c.threads, c.bf16, c.device) == ("t.db", 64, 10000, 1000, 1000, 0, 0, 1, False,
                                                  "auto")
     assert a.out == str(tmp_path / "runs" / "amgan")
+    # every checkpoint graded by the truth on scenes of the evaluation's kind
+    assert (s.val_scenes, a.val_scenes) == (32, 32)
+    assert s.val_scene_attributes == tuple(config.scene_attributes)
     assert (s.ckpt_every, s.lambda_p, a.ckpt_every, a.lambda_p) == (500, 20.0, 250, 10.0)
     # a run planned for other iterations is another comparison's
     with pytest.raises(UserError, match="planned for 10000 iterations, not 500"):
@@ -377,19 +380,27 @@ def test_training_resumes_the_runs_with_their_settings(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_a_real_run_trains_to_the_step_and_exports_there(tmp_path):
-    """Two iterations of StarGAN (no classifier needed) trained to the step and exported."""
-    from builders import make_catalog
+    """Two iterations of StarGAN (no classifier needed) trained to the step, each checkpoint
+    graded by the truth, and exported."""
+    from amgan_search.catalog import import_catalog
+    from amgan_search.synthetic import write_catalog
 
-    db = make_catalog(tmp_path, n=24, size=64)  # 18 training items: one batch of 16
+    folder = write_catalog(tmp_path / "synth", n=24, size=64, progress=False, test_fraction=0.2,
+                           workers=1)  # 19 training items: one batch of 16
+    db = tmp_path / "synth.db"
+    import_catalog("synthetic", folder, db, progress=False)
     config = compare_models.CompareConfig(train_db=str(db), db=str(db), index="i",
                                        runs=str(tmp_path / "runs"), out=str(tmp_path / "out"),
-                                       methods=["stargan"], iters=2, step=2, progress=False)
+                                       methods=["stargan"], iters=2, step=2, progress=False,
+                                       scene_attributes=("color", "sleeve"))
     step, behind = compare_models.plan(config)
     assert (step, behind) == (2, ["stargan"])
     models = compare_models.prepare_models(config, step, behind, log=lambda line: None)
     model = json.loads((models["stargan"] / "config.json").read_text())
     assert model["method"] == "stargan" and model["iterations"] == 2
     assert model["exported_from"]["checkpoint"] == "step-0000002"
+    picked = json.loads((tmp_path / "runs" / "stargan" / "best" / "config.json").read_text())
+    assert picked["picked_by"]["step"] == 2 and picked["picked_by"]["scenes"] == 32
     # Now the step is there: nothing to train, the model is kept.
     assert compare_models.plan(config) == (2, [])
     assert compare_models.prepare_models(config, 2, [], log=lambda line: None) == models

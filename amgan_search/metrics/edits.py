@@ -159,7 +159,18 @@ def evaluate_edits(manipulator, graders: Mapping[str, Any], n: int = 100, seed: 
     return {"method": (getattr(manipulator, "config", None) or {}).get("method"),
             "n_scenes": n, "seed": seed, "size": size, "at_size": at_size,
             "scene_attributes": drawn.names, "graders": list(graders), **summary,
-            "records": records}
+            "truth_score": truth_score(summary), "records": records}
+
+
+def truth_score(summary: Mapping[str, Any]) -> float:
+    """One number for the edits by the truth alone, what a training run picks checkpoints by
+    (`train.validation`): the mean, over the attributes the truth grader reads, of (truth
+    accuracy + fidelity reduction clipped to [0, 1]) / 2; 0 when it reads none. Accuracy alone
+    would reward an edit that repaints the whole photo; fidelity penalises every pixel changed
+    that the true edit leaves alone."""
+    parts = [(r["truth_accuracy"] + min(max(r["fidelity_reduction"], 0.0), 1.0)) / 2
+             for r in summary["per_attribute"].values() if r.get("truth_accuracy") is not None]
+    return float(np.mean(parts)) if parts else 0.0
 
 
 def summarize(records: Sequence[Mapping[str, Any]], attributes: Sequence[str] | None = None,
@@ -326,7 +337,9 @@ def markdown_table(results: dict[str, Any]) -> str:
              else f", scenes drawn with {', '.join(drawn)}")
     title = (f"Edit quality of `{results['method']}` on {results['n_scenes']} synthetic test "
              f"scenes (seed {results['seed']}, {where}{drawn})\n\n")
-    return title + head + "\n".join(rows) + "\n"
+    score = (f"\nScore by the truth (what `train amgan --val-scenes` picks checkpoints by): "
+             f"{results['truth_score']:.4f}\n" if "truth_score" in results else "")
+    return title + head + "\n".join(rows) + "\n" + score
 
 
 def _share(value: float | None) -> str:

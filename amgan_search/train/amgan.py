@@ -39,6 +39,7 @@ from amgan_search.train.loop import (LOG, RUN_CONFIG, RunFolder, due, from_every
                                      progress_bar, rng_state, sample_grid, set_rng_state,
                                      tensorboard, training_seconds)
 from amgan_search.train.trainer import AmganTrainer, lr_at
+from amgan_search.train.validation import BEST, check_validation, validate
 
 
 def train_amgan(config: AmganConfig, *, dataset=None, schema: Schema | None = None,
@@ -91,7 +92,10 @@ class AmganRun:
         self.picker = (ReferencePicker(self.labels, group_keys(self.dataset))
                        if config.use_perceptual else None)
         self.order = DataOrder(len(self.dataset), config.batch_size, config.seed, rank, world)
+        if config.val_scenes:
+            check_validation(self.schema, config.val_scene_attributes)
         self.start = self._resume() if config.resume else self._fresh()
+        self.best_score = self._best_score()
         self.folder.write_config(dataclasses.asdict(config))
         self.x_sample, self.y_sample = self._sample_batch()
 
@@ -159,6 +163,13 @@ class AmganRun:
         self.folder.trim_log(0)
         return 0
 
+    def _best_score(self) -> float:
+        """The validation score of the run's best/ model so far (-1: none yet)."""
+        path = self.folder.out / BEST / ckpt.CONFIG
+        if not self.config.val_scenes or not path.is_file():
+            return -1.0
+        return float((read_json(path).get("picked_by") or {}).get("score", -1.0))
+
     def _sample_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A fixed batch for the sample grids, the same every run of this seed."""
         idx = np.random.default_rng([self.config.seed, 99]).permutation(len(self.dataset))[:8]
@@ -202,6 +213,23 @@ class AmganRun:
             "opt_g": trainer.opt_g.state_dict(), "opt_d": trainer.opt_d.state_dict(),
             "order": self.order.state(), "rng": rngs, "world": self.world,
         })
+        if self.config.val_scenes and self.folder.writes:
+            self._validate(step)
+
+    def _validate(self, step: int) -> None:
+        """Grade this checkpoint against the truth (`train.validation`); log the record and, when
+        it scores above every earlier one, keep it as the run's best/ model."""
+        cfg = self.config
+        record = validate(self.trainer.net, self.schema, cfg.size, self.trainer.classifier,
+                          cfg.method, cfg.val_scenes, cfg.val_scene_attributes)
+        self.folder.log({"iter": step, "event": "validation", **record})
+        if record["score"] <= self.best_score:
+            return
+        self.best_score = record["score"]
+        model = model_config(cfg, self.schema, step, self.folder.training_seconds(step))
+        model["picked_by"] = {"step": step, "by": "train.validation.truth_score", **record}
+        ckpt.save_model_dir(self.folder.out / BEST, model, _generator(self.trainer.tensors()),
+                            half=True)
 
     def _finish(self) -> Path:
         out, end = self.folder.out, self.config.end
@@ -307,6 +335,20 @@ def export_model(run_dir: str | Path, out: str | Path, step: int | None = None) 
     model["exported_from"] = {"run": str(run_dir), "checkpoint": path.name,
                               "planned_iterations": config.iters}
     ckpt.save_model_dir(out, model, _generator(tensors), half=True)
+    return model
+
+
+def export_best(run_dir: str | Path, out: str | Path) -> dict:
+    """The model folder a run's validation kept (best/, `train.validation`) -> `out`, its files
+    checked on the way (`out` claimed by the caller: `export.export_run`)."""
+    best = Path(run_dir) / BEST
+    if not (best / ckpt.WEIGHTS).is_file():
+        raise UserError(f"{run_dir}: no best checkpoint (train with --val-scenes to grade "
+                        "checkpoints against the truth)")
+    model, tensors = ckpt.load_model_dir(best, "amgan")
+    model["exported_from"] = {"run": str(run_dir), "checkpoint": BEST,
+                              "planned_iterations": (model.get("train_config") or {}).get("iters")}
+    ckpt.save_model_dir(out, model, tensors, half=True)
     return model
 
 

@@ -94,6 +94,14 @@ class AmganConfig:
     # Stop after this iteration with a checkpoint and a model, the schedule still planned for
     # `iters` (time-boxed sessions; resuming with a later stop_at goes on).
     stop_at: int | None = None
+    # Checkpoints picked by the truth (synthetic catalogs, `train.validation`): at every
+    # checkpoint the generator's edits of this many unseen scenes are graded against the
+    # renderer's true edits, logged to validation.jsonl, and the best so far kept in best/.
+    # 0: no validation.
+    val_scenes: int = 0
+    # The attributes validation scenes are drawn with (the training catalog's, e.g. the harder
+    # setting's color,sleeve,pattern,neckline); None: the model's.
+    val_scene_attributes: tuple[str, ...] | None = None
     progress: bool = True
 
     def __post_init__(self):
@@ -122,7 +130,7 @@ class AmganConfig:
         whole(self, _AT_LEAST_ONE, 1)
         whole(self, ("d_repeat_num",), 3, 10)
         whole(self, ("g_repeat_num",), 0, 64)
-        whole(self, ("perceptual_grid", "workers"), 0)
+        whole(self, ("perceptual_grid", "workers", "val_scenes"), 0)
         whole(self, ("seed",), 0, SEED_MAX)
         whole(self, ("threads",), 1, optional=True)
         whole(self, ("stop_at",), 1, optional=True)

@@ -11,11 +11,12 @@ from amgan_search.outputs import claim_dir
 
 
 def export_run(run_dir: str | Path, out: str | Path, step: int | None = None,
-               force: bool = False) -> dict:
+               force: bool = False, best: bool = False) -> dict:
     """Export a run as a model directory; returns its config.json (`kind` says which).
 
-    A classifier run exports its best model; an AMGAN run exports a checkpoint (the latest, or
-    `step`), so a run still in progress can ship a snapshot that records the iterations done.
+    A classifier run exports its best model; an AMGAN run exports a checkpoint (the latest,
+    `step`, or with `best` the one its validation scored best: `train.validation`), so a run
+    still in progress can ship a snapshot that records the iterations done.
     `out` must be new, empty, or (with `force`) a model folder, which is replaced whole except for
     files a model folder does not hold (its MODEL_CARD.md stays); never the run or a folder
     holding it.
@@ -31,6 +32,6 @@ def export_run(run_dir: str | Path, out: str | Path, step: int | None = None,
             from amgan_search.train.classifier import export_classifier
 
             return export_classifier(run_dir, out)
-        from amgan_search.train.amgan import export_model
+        from amgan_search.train.amgan import export_best, export_model
 
-        return export_model(run_dir, out, step)
+        return export_best(run_dir, out) if best else export_model(run_dir, out, step)
