@@ -96,7 +96,7 @@ class AmganConfig:
     stop_at: int | None = None
     # Checkpoints picked by the truth (synthetic catalogs, `train.validation`): at every
     # checkpoint the generator's edits of this many unseen scenes are graded against the
-X.
+    # renderer's true edits, logged to log.jsonl, and the best so far kept in best/.
     # 0: no validation.
     val_scenes: int = 0
     # The attributes validation scenes are drawn with (the training catalog's, e.g. the harder
