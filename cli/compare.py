@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from amgan_search.cli.options import (SEED, WORKERS, check_own_folder, device_option,
-                                      writable_dir)
+from amgan_search.cli.options import (SEED, WORKERS, attribute_list, check_own_folder,
+                                      device_option, writable_dir)
 from amgan_search.index.compare_models import COMPARED
 
 
@@ -64,7 +64,8 @@ def compare(train_db, db, index_dir, runs, out, methods, iters, step, no_train, 
         train_db=train_db, db=db, index=index_dir, runs=runs, out=out, methods=_names(methods),
         iters=iters, step=step, train=not no_train, graders=graders, sample=sample,
         sample_seed=sample_seed, edit_scenes=edit_scenes, edit_seed=edit_seed,
-        scene_attributes=_names(scene_attributes), workers=workers, device=device,
+        scene_attributes=attribute_list(scene_attributes, "--scene-attributes",
+                                        "color,sleeve,pattern,neckline"), workers=workers, device=device,
         progress=not quiet)
     table = run_comparison(config, log=lambda line: click.echo(line, err=True))
     click.echo(comparison_markdown(table))

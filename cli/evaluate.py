@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from amgan_search.cli.options import (SEED, WORKERS, check_own_folder, device_option,
-                                      graders_options, graders_value, load_classifier_option,
-                                      writable_dir, writable_file)
+from amgan_search.cli.options import (SEED, WORKERS, attribute_list, check_own_folder,
+                                      device_option, graders_options, graders_value,
+                                      load_classifier_option, writable_dir, writable_file)
 
 # evaluate_edits holds every scene at once: its render (3 bytes a pixel), six masks (6) and the
 # float32 tensor of the renders (12), measured with tracemalloc and tensor sizes at 200 x 64x64;
@@ -115,11 +115,7 @@ def evaluate_edits(model, method, graders, eval_classifier, scene_attributes, n,
     if size is not None and at_size is not None and size != at_size:
         raise UserError(f"--size {size} and --at-size {at_size} name two render sizes; give one")
     size = at_size or size or 64
-    names = None
-    if scene_attributes is not None:
-        names = [a.strip() for a in scene_attributes.split(",") if a.strip()]
-        if not names:
-            raise UserError("--scene-attributes: no attribute named; e.g. color,sleeve,pattern")
+    names = attribute_list(scene_attributes, "--scene-attributes", "color,sleeve,pattern")
     _check_memory(n, size)
     given = [(flag, Path(p).resolve()) for flag, p in
              (("--out", out), ("--grid", grid), ("--records", records)) if p]
@@ -200,10 +196,7 @@ def benchmark(db, index_dir, methods, ks, out, limit, sample, sample_seed, galle
         raise UserError("--sample replaces --limit; give one of them")
     graders = graders_value(graders, eval_classifier)
     _flag("--graders", grader_sources, graders)  # a bad spec is refused before any work
-    if edit_attributes is not None:
-        edit_attributes = [a.strip() for a in edit_attributes.split(",") if a.strip()]
-        if not edit_attributes:
-            raise UserError("--edit-attributes: no attribute named; e.g. color,sleeve")
+    edit_attributes = attribute_list(edit_attributes, "--edit-attributes")
     check_own_folder(out, (QUERIES, RUN_JSON, SUMMARY_JSON, SUMMARY_MD, TOPK_PNG))
     config = BenchmarkConfig(
         db=db, index=index_dir, out=out, methods=_flag("--methods", parse_methods, methods),

@@ -1,6 +1,7 @@
 """Options and argument parsing shared by the commands (click-side only; no torch at import).
 
-- `parse_pairs`: KEY=VALUE options (query --where/--set, edit --set).
+- `parse_pairs`: KEY=VALUE options (query --where/--set, edit --set); `attribute_list`:
+  comma-separated attribute names (--scene-attributes, --edit-attributes, --val-scene-attributes).
 - `device_option`: the --device option, checked when parsed (`check_device`).
 - `writable_dir`, `writable_file`: callbacks that refuse, in one line and before any work, an
   output path that cannot be made; `check_own_folder`: an output folder holding others' files;
@@ -138,6 +139,19 @@ def parse_pairs(pairs: Iterable[str], flag: str, error: str | None = None) -> di
             raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=flag)
         out[key.strip()] = value.strip()
     return out
+
+
+def attribute_list(value: str | None, flag: str, example: str = "color,sleeve") -> list[str] | None:
+    """A comma-separated list of attribute names -> the names (None when the option was not
+    given); a one-line UserError when it names none."""
+    from amgan_search.errors import UserError
+
+    if value is None:
+        return None
+    names = [a.strip() for a in value.split(",") if a.strip()]
+    if not names:
+        raise UserError(f"{flag}: no attribute named; e.g. {example}")
+    return names
 
 
 # ---------------------------------------------------------------- attribute flags

@@ -160,22 +160,20 @@ def train_classifier(db_path, output_stride, quiet, **options) -> None:
 @click.option("--val-scenes", type=AT_LEAST_ZERO, default=0, show_default=True,
               help="At every checkpoint, grade the edits of this many unseen synthetic scenes "
                    "against the renderer's true edits (no network grades them) and keep the best "
-                   "checkpoint as RUN/best; 0: no validation. About 1 s a scene at 64 px on one "
-                   "CPU thread.")
+                   "checkpoint as RUN/best; 0: no validation.")
 @click.option("--val-scene-attributes", default=None,
               help="Attributes the validation scenes are drawn with, comma-separated, the "
                    "catalog's among them (the harder setting: color,sleeve,pattern,neckline). "
                    "[default: the catalog's]")
 def train_amgan(split, avgpool_only, val_scene_attributes, **options) -> None:
     """Train AMGAN or a baseline; works the same under `torchrun --nproc_per_node N`."""
+    from amgan_search.cli.options import attribute_list
     from amgan_search.train.amgan import train_amgan as run
     from amgan_search.train.config import AmganConfig
 
-    if val_scene_attributes is not None:
-        val_scene_attributes = tuple(a.strip() for a in val_scene_attributes.split(",")
-                                     if a.strip()) or None
+    names = attribute_list(val_scene_attributes, "--val-scene-attributes")
     config = AmganConfig(split=split or None, perceptual_conv5=not avgpool_only,
-                         val_scene_attributes=val_scene_attributes, **options)
+                         val_scene_attributes=tuple(names) if names else None, **options)
     with _resume_named():
         path = run(config)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process

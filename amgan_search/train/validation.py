@@ -12,7 +12,7 @@ over the attributes that grader reads, of (truth accuracy + fidelity reduction c
 [0, 1]) / 2. Accuracy alone would reward an edit that repaints the whole photo; fidelity (how much
 nearer the true edit than the input the edit ends) penalises every pixel changed that the truth
 did not change. Both are in [0, 1], and a checkpoint that edits nothing scores 0.
-`evaluate-edits --seed 4242 --n 32 --graders none` repeats a validation from an exported model.
+`evaluate-edits --seed 4242 --n 32 --graders none` grades an exported snapshot the same way.
 """
 
 from __future__ import annotations
@@ -35,12 +35,10 @@ def check_validation(schema: Schema, scene_attributes: Sequence[str] | None) -> 
     """A UserError unless the renderer can draw scenes of this schema: its attributes are the
     renderer's, with the renderer's values (a synthetic catalog's)."""
     from amgan_search.editors import check_sub_schema
-    from amgan_search.metrics.edits import TRUTH_ATTRIBUTES, scene_schema
+    from amgan_search.metrics.edits import TRUTH_ATTRIBUTES
 
-    names = list(scene_attributes or schema.names)
-    try:
-        check_sub_schema(schema, synthetic_schema(names))
-        scene_schema(schema, scene_attributes)
+    try:  # the scenes' attributes are the renderer's and hold the model's, with its values
+        check_sub_schema(schema, synthetic_schema(list(scene_attributes or schema.names)))
     except UserError as exc:
         raise UserError(f"validation grades against the synthetic renderer, and this catalog's "
                         f"attributes are not its: {exc}") from None
