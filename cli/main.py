@@ -68,6 +68,7 @@ def _register() -> None:
     train.add_command(train_cli.train_classifier, "classifier")
     train.add_command(train_cli.train_amgan, "amgan")
     train.add_command(train_cli.export_model, "export")
+    train.add_command(train_cli.validation)
     cli.add_command(train_cli.model)
     cli.add_command(edit.edit)
     cli.add_command(edit.classify)

@@ -211,6 +211,29 @@ def export_model(run_dir, out, step, best, force) -> None:
         click.echo(f"model: {out} ({model['method']}, {model['iterations']} iterations)")
 
 
+@click.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON line per record, with its run, instead of the tables.")
+def validation(run_dirs, as_json) -> None:
+    """The truth's grades of each checkpoint of AMGAN runs trained with --val-scenes: score and,
+    per attribute, truth accuracy, fidelity reduction and preservation; the checkpoint the run
+    keeps as best/ (what `train export --best` exports) in bold."""
+    import json
+
+    from amgan_search.train.validation import run_validation, validation_table
+
+    for i, run in enumerate(run_dirs):
+        records, best = run_validation(run)
+        if as_json:
+            for r in records:
+                click.echo(json.dumps({"run": run, **r}))
+            continue
+        click.echo(f"{chr(10) if i else ''}{run} (best/: "
+                   f"{'iteration ' + str(best) if best is not None else 'none'})\n")
+        click.echo(validation_table(records, best))
+
+
 @click.group()
 def model() -> None:
     """Model folders: the digests their loaders check."""

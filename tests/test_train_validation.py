@@ -86,6 +86,22 @@ def test_a_validating_run_logs_every_checkpoint_keeps_the_best_and_trains_the_sa
     with pytest.raises(UserError, match="no best checkpoint"):
         export_run(plain, tmp_path / "none", best=True)
 
+    # `train validation` reads the records back: a row per checkpoint, the best/ one in bold
+    from amgan_search.cli.main import cli
+
+    shown = CliRunner().invoke(cli, ["train", "validation", str(run)])
+    assert shown.exit_code == 0, shown.output
+    rows = [line for line in shown.output.splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[0].strip("|* ") for row in rows] == ["2", "4"]
+    assert [row.startswith("| **") for row in rows] == [r["iter"] == top["iter"] for r in records]
+    assert f"{records[1]['score']:.3f}" in rows[1]
+    shown = CliRunner().invoke(cli, ["train", "validation", "--json", str(run)])
+    assert [json.loads(line) for line in shown.output.splitlines()] == [
+        {"run": str(run), **r} for r in records]
+    refused = CliRunner().invoke(cli, ["train", "validation", str(plain)])
+    assert refused.exit_code == 2 and refused.output.count("\n") == 1
+    assert "no validation records" in refused.output
+
 
 def test_a_resumed_run_compares_against_the_best_of_its_earlier_invocations(tmp_path):
     run = _train(tmp_path, val_scenes=2, stop_at=2)

@@ -12,17 +12,20 @@ over the attributes that grader reads, of (truth accuracy + fidelity reduction c
 [0, 1]) / 2. Accuracy alone would reward an edit that repaints the whole photo; fidelity (how much
 nearer the true edit than the input the edit ends) penalises every pixel changed that the truth
 did not change. Both are in [0, 1], and a checkpoint that edits nothing scores 0.
-`evaluate-edits --seed 4242 --n 32 --graders none` grades an exported snapshot the same way.
+`evaluate-edits --seed 4242 --n 32 --graders none` grades an exported snapshot the same way, and
+`train validation RUN` prints a run's records (`run_validation`, `validation_table`).
 """
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 
 from amgan_search.errors import UserError
+from amgan_search.io import read_json, read_jsonl
 from amgan_search.schema import Schema, synthetic_schema
 
 # The validation scenes' seed (`metrics.edits.test_seeds`): not the test scenes' 777.
@@ -75,3 +78,35 @@ def validate(net, schema: Schema, size: int, classifier, method: str, n: int,
         results = evaluate_edits(editor, {}, n=n, seed=seed, size=size, progress=False,
                                  scene_attributes=scene_attributes)
     return validation_record(results)
+
+
+def run_validation(run_dir: str | Path) -> tuple[list[dict], int | None]:
+    """A run's validation records from its log.jsonl, one per checkpoint in iteration order (a
+    resumed run's newest record of an iteration), and the step its best/ model holds (None: no
+    best/ yet). A UserError when the run logged none (trained without --val-scenes)."""
+    run = Path(run_dir)
+    log = run / "log.jsonl"
+    if not log.is_file():
+        raise UserError(f"{run}: no log.jsonl (not a training run directory)")
+    by_step = {r["iter"]: r for r in read_jsonl(log) if r.get("event") == "validation"}
+    if not by_step:
+        raise UserError(f"{run}: no validation records (train amgan --val-scenes N logs them)")
+    best = run / BEST / "config.json"
+    step = (read_json(best).get("picked_by") or {}).get("step") if best.is_file() else None
+    return [by_step[k] for k in sorted(by_step)], step
+
+
+def validation_table(records: Sequence[Mapping], best_step: int | None) -> str:
+    """Markdown: per checkpoint the score and, per attribute, truth accuracy / fidelity
+    reduction / preservation; the best/ checkpoint in bold."""
+    names = list(records[0]["per_attribute"])
+    head = ["iteration", "score"] + [f"{n}: truth / fidelity / preservation" for n in names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in records:
+        cells = [str(r["iter"]), f"{r['score']:.3f}"] + [
+            "{truth_accuracy:.3f} / {fidelity_reduction:.3f} / {preservation:.4f}".format(
+                **r["per_attribute"][n]) if n in r["per_attribute"] else "-" for n in names]
+        if r["iter"] == best_step:
+            cells[:2] = [f"**{c}**" for c in cells[:2]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
