@@ -229,8 +229,10 @@ def validation(run_dirs, as_json) -> None:
             for r in records:
                 click.echo(json.dumps({"run": run, **r}))
             continue
-        click.echo(f"{chr(10) if i else ''}{run} (best/: "
-                   f"{'iteration ' + str(best) if best is not None else 'none'})\n")
+        if i:
+            click.echo()
+        kept = f"iteration {best}" if best is not None else "none"
+        click.echo(f"{run} (best/: {kept})\n")
         click.echo(validation_table(records, best))
 
 
