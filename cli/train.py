@@ -126,6 +126,9 @@ def train_classifier(db_path, output_stride, quiet, **options) -> None:
 @click.option("--lambda-p", type=NOT_NEGATIVE, default=20.0, show_default=True,
               help="Perceptual loss L_p (the paper: 10 on Shopping100k).")
 @click.option("--lambda-gp", type=NOT_NEGATIVE, default=10.0, show_default=True)
+@click.option("--lambda-cls-fake", type=NOT_NEGATIVE, default=0.0, show_default=True,
+              help="D's classification head also reads each edit as the photo it came from "
+                   "(0: the paper, real images only).")
 @click.option("--avgpool-only", is_flag=True,
               help="L_p on avg-pool features only (the paper's Shopping100k setting).")
 # -- architecture

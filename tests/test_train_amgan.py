@@ -70,6 +70,26 @@ def test_training_changes_the_generator_and_the_critics(tmp_path):
     assert all(p.requires_grad for p in trainer.D.parameters())
 
 
+def test_lambda_cls_fake_adds_the_heads_reading_of_each_edit_as_its_source(tmp_path):
+    """Off (the paper): no term. On: D's loss grows by lambda times L_cls of the edits toward
+    the labels of the photos they came from, for D_I and D_C alike."""
+    data = TinyImages()
+    x, y = torch.stack([data[i][0] for i in range(4)]), torch.stack([data[i][1] for i in range(4)])
+
+    def d_logs(weight):
+        torch.manual_seed(0)
+        trainer = AmganTrainer(tiny_config(tmp_path, lambda_cls_fake=weight), SCHEMA,
+                               TinyClassifier())
+        torch.manual_seed(1)  # the same edits and gradient-penalty draws in both
+        return trainer.d_step(x, y, 0)
+
+    paper, fake = d_logs(0.0), d_logs(2.0)
+    assert "D/cls_fake" not in paper and "DC/cls_fake" not in paper
+    assert fake["D/cls_fake"] > 0 and fake["DC/cls_fake"] > 0
+    extra = 2.0 * (fake["D/cls_fake"] + fake["DC/cls_fake"])
+    assert fake["D/loss"] == pytest.approx(paper["D/loss"] + extra, rel=1e-5)
+
+
 def test_resume_continues_exactly_where_a_killed_run_stopped(tmp_path, monkeypatch):
     straight, _ = _train(tmp_path / "a", ckpt_every=2)
 

@@ -30,7 +30,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 # Counts, periods and widths that must be positive; weights that must not be negative.
 _AT_LEAST_ONE = ("iters", "batch_size", "n_critic", "sample_every", "ckpt_every", "log_every",
                  "g_conv_dim", "att_conv_dim", "d_conv_dim")
-_LAMBDAS = ("lambda_cls", "lambda_cyc", "lambda_a", "lambda_p", "lambda_gp", "lambda_mask")
+_LAMBDAS = ("lambda_cls", "lambda_cyc", "lambda_a", "lambda_p", "lambda_gp", "lambda_mask",
+            "lambda_cls_fake")
 ATTENTION_LOSSES = ("cam", "mask", "none")
 
 
@@ -56,6 +57,13 @@ class AmganConfig:
     lambda_p: float = 20.0                # 10 on Shopping100k
     lambda_gp: float = 10.0
     lambda_mask: float = 0.1              # GANimation's mask weight; our TV term is a mean
+    # Our option where the paper trains D's classification head on real images only (0: the
+    # paper). The generator's edits are adversarial examples for a head that never sees them:
+    # it reads them as the target more often than the true edits and accepts nearly all that
+    # keep the sleeves (docs/results/experiments/d_probe.py). With a weight here the head also
+    # learns to read each edit as the photo it came from, so L_cls is paid only by edits the
+    # head cannot tell from a real photo of the target.
+    lambda_cls_fake: float = 0.0
     perceptual_conv5: bool = True         # False: avg-pool features only (Shopping100k)
     # conv5 maps finer than this are average-pooled to it for L_p. Our choice: the paper's
     # ResNet-50 at 128 px has 4x4 conv5 maps; the reference is another person in another pose on

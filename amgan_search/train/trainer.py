@@ -96,7 +96,8 @@ class AmganTrainer:
         return x, labels.to(self.device), trg, c_trg, c_org, cam
 
     def d_step(self, x, labels, attribute: int) -> dict[str, float]:
-        """One critic update of D_I (and D_C): WGAN-GP + lambda_cls L_cls on real images."""
+        """One critic update of D_I (and D_C): WGAN-GP + lambda_cls L_cls on real images
+        (+ lambda_cls_fake L_cls of the edits toward their source values, `AmganConfig`)."""
         cfg = self.cfg
         x, labels, trg, c_trg, _, cam = self._prepare(x, labels, attribute, for_g=False)
         with torch.no_grad(), self.autocast():
@@ -125,7 +126,12 @@ class AmganTrainer:
         gp = gradient_penalty(_unwrap(D).critic, real, fake)
         logs.update({f"{name}/adv": adv.item(), f"{name}/gp": gp.item(),
                      f"{name}/cls": cls_loss.item()})
-        return adv + self.cfg.lambda_gp * gp + self.cfg.lambda_cls * cls_loss
+        loss = adv + self.cfg.lambda_gp * gp + self.cfg.lambda_cls * cls_loss
+        if self.cfg.lambda_cls_fake:  # each edit read as the photo it came from (labels)
+            fake_cls = classification_loss([lg[b:] for lg in cls], labels)
+            logs[f"{name}/cls_fake"] = fake_cls.item()
+            loss = loss + self.cfg.lambda_cls_fake * fake_cls
+        return loss
 
     def g_step(self, x, labels, attribute: int, reference=None) -> dict[str, float]:
         """One generator update; `reference(trg, attribute) -> (images, mask)` feeds L_p."""
