@@ -39,7 +39,7 @@ from amgan_search.train.loop import (LOG, RUN_CONFIG, RunFolder, due, from_every
                                      progress_bar, rng_state, sample_grid, set_rng_state,
                                      tensorboard, training_seconds)
 from amgan_search.train.trainer import AmganTrainer, lr_at
-from amgan_search.train.validation import BEST, check_validation, validate
+from amgan_search.train.validation import BEST, check_validation, picked_by, validate
 
 
 def train_amgan(config: AmganConfig, *, dataset=None, schema: Schema | None = None,
@@ -165,10 +165,9 @@ class AmganRun:
 
     def _best_score(self) -> float:
         """The validation score of the run's best/ model so far (-1: none yet)."""
-        path = self.folder.out / BEST / ckpt.CONFIG
-        if not self.config.val_scenes or not path.is_file():
+        if not self.config.val_scenes:
             return -1.0
-        return float((read_json(path).get("picked_by") or {}).get("score", -1.0))
+        return float(picked_by(self.folder.out).get("score", -1.0))
 
     def _sample_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A fixed batch for the sample grids, the same every run of this seed."""

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from amgan_search import checkpoint as ckpt
 from amgan_search.errors import UserError
 from amgan_search.io import read_json, read_jsonl
 from amgan_search.schema import Schema, synthetic_schema
@@ -84,16 +85,22 @@ def run_validation(run_dir: str | Path) -> tuple[list[dict], int | None]:
     """A run's validation records from its log.jsonl, one per checkpoint in iteration order (a
     resumed run's newest record of an iteration), and the step its best/ model holds (None: no
     best/ yet). A UserError when the run logged none (trained without --val-scenes)."""
+    from amgan_search.train.loop import LOG
+
     run = Path(run_dir)
-    log = run / "log.jsonl"
+    log = run / LOG
     if not log.is_file():
         raise UserError(f"{run}: no log.jsonl (not a training run directory)")
     by_step = {r["iter"]: r for r in read_jsonl(log) if r.get("event") == "validation"}
     if not by_step:
         raise UserError(f"{run}: no validation records (train amgan --val-scenes N logs them)")
-    best = run / BEST / "config.json"
-    step = (read_json(best).get("picked_by") or {}).get("step") if best.is_file() else None
-    return [by_step[k] for k in sorted(by_step)], step
+    return [by_step[k] for k in sorted(by_step)], picked_by(run).get("step")
+
+
+def picked_by(run_dir: str | Path) -> dict:
+    """What the run's best/ model records of its pick (step, score, ...); {} without best/."""
+    path = Path(run_dir) / BEST / ckpt.CONFIG
+    return (read_json(path).get("picked_by") or {}) if path.is_file() else {}
 
 
 def validation_table(records: Sequence[Mapping], best_step: int | None) -> str:
