@@ -28,6 +28,7 @@ from amgan_search import checkpoint as ckpt
 from amgan_search.errors import UserError
 from amgan_search.io import read_json, read_jsonl
 from amgan_search.schema import Schema, synthetic_schema
+from amgan_search.train.loop import LOG
 
 # The validation scenes' seed (`metrics.edits.test_seeds`): not the test scenes' 777.
 VAL_SEED = 4242
@@ -85,8 +86,6 @@ def run_validation(run_dir: str | Path) -> tuple[list[dict], int | None]:
     """A run's validation records from its log.jsonl, one per checkpoint in iteration order (a
     resumed run's newest record of an iteration), and the step its best/ model holds (None: no
     best/ yet). A UserError when the run logged none (trained without --val-scenes)."""
-    from amgan_search.train.loop import LOG
-
     run = Path(run_dir)
     log = run / LOG
     if not log.is_file():

@@ -5,38 +5,33 @@ attribute and for the shorter-sleeve edits, A's truth accuracy minus B's on the 
 95% interval (percentile bootstrap over scenes, 1000 draws, seed 0: an interval that excludes 0
 is a difference these scenes show)."""
 import sys
-from pathlib import Path
 
 import numpy as np
 
-from amgan_search.io import read_jsonl
 from amgan_search.metrics.intervals import interval
-from amgan_search.schema import SYNTHETIC_SLEEVES
+from sleeve_directions import records, shortens  # this folder's script, beside this one
 
-HERE = Path(__file__).parent
+PARTS = {"color": lambda r: r["attribute"] == "color",
+         "sleeve": lambda r: r["attribute"] == "sleeve",
+         "sleeve, shorter": shortens}
 
 
-def hits(name: str) -> dict:
-    """(scene, attribute, target) -> (truth read the target, the edit shortens a sleeve)."""
-    out = {}
-    for r in read_jsonl(HERE / f"{name}.jsonl"):
-        shorter = (r["attribute"] == "sleeve" and SYNTHETIC_SLEEVES.index(r["target"])
-                   > SYNTHETIC_SLEEVES.index(r["source"]))
-        out[(r["scene"], r["attribute"], r["target"])] = (r["truth"] == r["target"], shorter)
-    return out
+def edits(name: str) -> dict:
+    """(scene, attribute, target) -> the run's record of that edit."""
+    return {(r["scene"], r["attribute"], r["target"]): r for r in records(name)}
 
 
 def main(pairs: list[str]) -> None:
     print("| A | B | edits | A - B truth accuracy [95% interval] |")
     print("|---|---|---|---|")
     for a, b in zip(pairs[::2], pairs[1::2]):
-        ha, hb = hits(a), hits(b)
-        if ha.keys() != hb.keys():
+        ea, eb = edits(a), edits(b)
+        if ea.keys() != eb.keys():
             sys.exit(f"{a} and {b} did not edit the same scenes and targets")
-        for part in ("color", "sleeve", "sleeve, shorter"):
-            keys = [k for k in ha if k[1] == part.split(",")[0]
-                    and (part != "sleeve, shorter" or ha[k][1])]
-            diff = np.array([float(ha[k][0]) - float(hb[k][0]) for k in keys])
+        for part, keep in PARTS.items():
+            keys = [k for k, r in ea.items() if keep(r)]
+            diff = np.array([float(ea[k]["truth"] == k[2]) - float(eb[k]["truth"] == k[2])
+                             for k in keys])
             est, low, high = interval(diff, groups=[k[0] for k in keys])
             print(f"| {a} | {b} | {part}: {len(keys)} | {est:+.3f} [{low:+.3f}, {high:+.3f}] |")
 

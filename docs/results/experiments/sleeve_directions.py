@@ -14,6 +14,16 @@ HERE = Path(__file__).parent
 LENGTH = {v: -i for i, v in enumerate(SYNTHETIC_SLEEVES)}  # long 0 > three-quarter > short > sleeveless
 
 
+def records(name: str) -> list[dict]:
+    """The `evaluate-edits` records of docs/results/experiments/NAME.jsonl."""
+    return read_jsonl(HERE / f"{name}.jsonl")
+
+
+def shortens(r: dict) -> bool:
+    """A sleeve edit toward a shorter sleeve than the photo's (fabric taken away)."""
+    return r["attribute"] == "sleeve" and LENGTH[r["target"]] < LENGTH[r["source"]]
+
+
 def outcome(r: dict) -> str:
     src, trg, read = (LENGTH[r[k]] for k in ("source", "target", "truth"))
     if read == trg:
@@ -29,10 +39,10 @@ def main(names: list[str]) -> None:
     print("|---|---|---|" + "---|" * len(kinds))
     for name in names:
         per = {"shorter (fabric away)": Counter(), "longer (fabric added)": Counter()}
-        for r in read_jsonl(HERE / f"{name}.jsonl"):
+        for r in records(name):
             if r["attribute"] == "sleeve":
-                shorter = LENGTH[r["target"]] < LENGTH[r["source"]]
-                per["shorter (fabric away)" if shorter else "longer (fabric added)"][outcome(r)] += 1
+                direction = "shorter (fabric away)" if shortens(r) else "longer (fabric added)"
+                per[direction][outcome(r)] += 1
         for direction, c in per.items():
             n = sum(c.values())
             print(f"| {name} | {direction} | {n} | "
