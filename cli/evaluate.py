@@ -36,6 +36,7 @@ MAX_K = 10_000
 def evaluate_classifier(which, db, split, cam_scenes, seed, cam_sheet, as_json) -> None:
     """Accuracy per attribute on a catalog split, and CAM IoU against the synthetic truth."""
     from amgan_search.metrics.cam import cam_iou
+    from amgan_search.metrics.intervals import wilson
 
     if cam_sheet:
         from amgan_search.editors import claim_pngs
@@ -48,9 +49,11 @@ def evaluate_classifier(which, db, split, cam_scenes, seed, cam_sheet, as_json) 
     if db:
         from amgan_search.dataset import CatalogImages
         from amgan_search.train.classifier import evaluate_classifier as score
+        from amgan_search.train.classifier_data import top_confusions
 
         report["accuracy"] = score(model, CatalogImages(db, split=split, size=model.size))
-        report["accuracy"].update(db=str(db), split=split)
+        report["accuracy"].update(db=str(db), split=split, interval={
+            name: list(wilson(*counts)[1:]) for name, counts in report["accuracy"]["counts"].items()})
     if cam_scenes:
         report["cam_iou"] = cam_iou(model, n=cam_scenes, seed=seed)
     if cam_sheet:
@@ -63,8 +66,12 @@ def evaluate_classifier(which, db, split, cam_scenes, seed, cam_sheet, as_json) 
     click.echo(f"classifier {which} ({report['role']}, {report['arch']})")
     if "accuracy" in report:
         acc = report["accuracy"]
-        click.echo(f"accuracy on {db} [{split}], {acc['n']} items: " + ", ".join(
-            f"{k} {v:.4f}" for k, v in acc["accuracy"].items() if v is not None))
+        click.echo(f"accuracy on {db} [{split}], {acc['n']} items (95% Wilson interval): " + ", ".join(
+            f"{k} {v:.4f} [{acc['interval'][k][0]:.4f}, {acc['interval'][k][1]:.4f}]"
+            for k, v in acc["accuracy"].items() if v is not None))
+        for attribute in model.schema.attributes:
+            misread = top_confusions(acc["confusion"][attribute.name], attribute.values)
+            click.echo(f"  {attribute.name}, commonest misreadings: {misread}")
     for name, r in report.get("cam_iou", {}).items():
         click.echo(f"CAM IoU {name} vs {r['region']}: {r['mean_iou']:.3f} ({r['n']} scenes)")
 

@@ -20,7 +20,7 @@ from amgan_search.nets.classifier import (AttributeClassifier, classifier_digest
 from amgan_search.registry import load_model, shipped_model
 from amgan_search.schema import MISSING, Schema
 from amgan_search.train.classifier import ClassifierConfig, train_classifier
-from amgan_search.train.classifier_data import class_weights
+from amgan_search.train.classifier_data import class_weights, top_confusions
 from amgan_search.train.classifier_init import imagenet_weights_path, initialise
 
 SCHEMA = Schema.from_dict({"color": ["red", "green", "blue"], "corner": ["tl", "tr", "bl", "br"]})
@@ -307,3 +307,13 @@ def test_classify_json_agrees_with_the_model(tmp_path, trained):
     missing = CliRunner().invoke(
         _cli(), ["classify", str(tmp_path / "nope.png"), "--classifier", str(out)])
     assert missing.exit_code == 2 and "no such file" in missing.output
+
+
+def test_top_confusions_names_the_commonest_misreadings_first():
+    values = ("long", "three-quarter", "short")
+    confusion = [[90, 7, 1],
+                 [5, 95, 0],
+                 [0, 2, 98]]
+    assert top_confusions(confusion, values) == ("long read as three-quarter 7, "
+                                                 "three-quarter read as long 5")
+    assert top_confusions([[3, 0], [0, 4]], ("a", "b")) == "none"

@@ -323,4 +323,12 @@ def test_evaluate_classifier_refuses_a_split_with_no_items(world):
     result = run("evaluate-classifier", "--classifier", world["cam"], "--cam-scenes", 0,
                  "--db", world["db"], "--split", "test", "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["accuracy"]["n"] == 6
+    accuracy = json.loads(result.output)["accuracy"]
+    assert accuracy["n"] == 6
+    for name, share in accuracy["accuracy"].items():
+        correct, labelled = accuracy["counts"][name]
+        assert share == correct / labelled
+        low, high = accuracy["interval"][name]
+        assert low <= share <= high
+        confusion = np.array(accuracy["confusion"][name])
+        assert (np.trace(confusion), confusion.sum()) == (correct, labelled)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from amgan_search.metrics.intervals import interval, ratio_interval
+from amgan_search.metrics.intervals import interval, ratio_interval, wilson
 
 
 def test_a_constant_has_a_zero_width_interval():
@@ -97,3 +97,17 @@ def test_multi_column_statistic_mean_of_per_attribute_accuracies():
     est, low, high = interval(rows, statistic=mean_of_attributes, groups=[0, 0, 1, 1, 2, 3])
     assert est == pytest.approx(0.75)
     assert low <= est <= high <= 1.0
+
+
+def test_wilson_matches_the_textbook_values():
+    # Agresti and Coull's worked cases: 50 of 100, and the ends, where the normal interval
+    # would collapse to a point.
+    assert wilson(50, 100) == pytest.approx((0.5, 0.4038, 0.5962), abs=1e-4)
+    assert wilson(0, 10) == pytest.approx((0.0, 0.0, 0.2775), abs=1e-4)
+    assert wilson(10, 10) == pytest.approx((1.0, 0.7225, 1.0), abs=1e-4)
+    assert wilson(0, 0) == (None, None, None)
+
+
+def test_wilson_narrows_with_more_items():
+    small, large = wilson(97, 100), wilson(9700, 10000)
+    assert small[1] < large[1] < 0.97 < large[2] < small[2]

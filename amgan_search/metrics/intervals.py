@@ -10,12 +10,17 @@ Every bootstrap draw picks as many groups as there are, with replacement, from a
 by `seed`, so the same inputs and seed give the same interval. The interval is the percentile one:
 the (1 - level) / 2 and (1 + level) / 2 quantiles of the statistic over the draws; draws where the
 statistic is undefined (NaN, e.g. no value of one attribute was drawn) are left out.
+
+A classifier's accuracy over catalog images, each its own independent item, takes the closed-form
+Wilson score interval instead (`wilson`).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
+from statistics import NormalDist
 
 import numpy as np
 
@@ -95,6 +100,18 @@ def _statistic(statistic: Callable, values: np.ndarray) -> float:
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # numpy's "Mean of empty slice"
         return float(statistic(values))
+
+
+def wilson(successes: int, n: int, level: float = 0.95) -> Interval:
+    """(share, low, high): the Wilson score interval of a share of n independent items (an
+    accuracy over catalog images, where no bootstrap is needed); NONE for no items."""
+    if n == 0:
+        return NONE
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return p, max(0.0, centre - half), min(1.0, centre + half)
 
 
 def ratio_interval(num, den, groups: Sequence | None = None, n_boot: int = 1000, seed: int = 0,

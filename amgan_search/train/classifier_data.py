@@ -112,10 +112,12 @@ def given_splits(train: Dataset, val: Dataset | None, test: Dataset | None,
 
 def evaluate_classifier(model: AttributeClassifier, dataset: Dataset, batch_size: int = 128,
                         workers: int = 0, device: str = "cpu", channels_last: bool = False) -> dict:
-    """Accuracy per attribute on a dataset, missing labels left out, and their mean."""
+    """Accuracy per attribute on a dataset, missing labels left out, and their mean; `counts` holds
+    each attribute's [correct, labelled] (what an interval over the items is computed from) and
+    `confusion` its [true value][read value] counts."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    m = model.schema.n_attributes
-    correct, seen = np.zeros(m), np.zeros(m)
+    attributes = model.schema.attributes
+    confusion = [np.zeros((len(a.values), len(a.values)), dtype=np.int64) for a in attributes]
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -125,15 +127,23 @@ def evaluate_classifier(model: AttributeClassifier, dataset: Dataset, batch_size
                 x = x.contiguous(memory_format=torch.channels_last)
             predicted, _ = model.predict(x)
             predicted, y = predicted.cpu().numpy(), y.numpy()
-            known = y != MISSING
-            correct += ((predicted == y) & known).sum(axis=0)
-            seen += known.sum(axis=0)
+            for j, counts in enumerate(confusion):
+                known = y[:, j] != MISSING
+                np.add.at(counts, (y[known, j], predicted[known, j]), 1)
     model.train(was_training)
-    accuracy = {name: (float(correct[j] / seen[j]) if seen[j] else None)
-                for j, name in enumerate(model.schema.names)}
+    counts = {a.name: [int(np.trace(c)), int(c.sum())] for a, c in zip(attributes, confusion)}
+    accuracy = {name: (right / seen if seen else None) for name, (right, seen) in counts.items()}
     present = [a for a in accuracy.values() if a is not None]
     return {"accuracy": accuracy, "mean_accuracy": float(np.mean(present)) if present else 0.0,
-            "n": len(dataset)}
+            "n": len(dataset), "counts": counts,
+            "confusion": {a.name: c.tolist() for a, c in zip(attributes, confusion)}}
+
+
+def top_confusions(confusion: list[list[int]], values: tuple[str, ...], k: int = 2) -> str:
+    """'long read as three-quarter 79, three-quarter read as long 51': the k commonest misreadings."""
+    pairs = sorted(((n, t, r) for t, row in enumerate(confusion) for r, n in enumerate(row)
+                    if t != r and n), reverse=True)[:k]
+    return ", ".join(f"{values[t]} read as {values[r]} {n}" for n, t, r in pairs) or "none"
 
 
 def accuracy_line(accuracy: dict, none: str = "-") -> str:
