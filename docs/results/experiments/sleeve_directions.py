@@ -16,7 +16,10 @@ LENGTH = {v: -i for i, v in enumerate(SYNTHETIC_SLEEVES)}  # long 0 > three-quar
 
 def records(name: str) -> list[dict]:
     """The `evaluate-edits` records of docs/results/experiments/NAME.jsonl."""
-    return read_jsonl(HERE / f"{name}.jsonl")
+    path = HERE / f"{name}.jsonl"
+    if not path.is_file():
+        sys.exit(f"{path}: no such records file (write it with evaluate-edits --records)")
+    return read_jsonl(path)
 
 
 def shortens(r: dict) -> bool:
@@ -45,6 +48,8 @@ def main(names: list[str]) -> None:
                 per[direction][outcome(r)] += 1
         for direction, c in per.items():
             n = sum(c.values())
+            if not n:
+                continue
             print(f"| {name} | {direction} | {n} | "
                   + " | ".join(f"{c[k] / n:.3f}" for k in kinds) + " |")
 

@@ -1,0 +1,89 @@
+"""Where does an attention model's shortened sleeve get lost: in alpha (the mask does not open over
+the fabric to remove) or in z (the content image under it still draws the sleeve)?
+python docs/results/experiments/z_probe.py N MODEL [SCENE_ATTRIBUTES] grades every sleeve edit of N
+test scenes (seed 777, as evaluate-edits) twice by the truth: composed as trained, and composed
+with alpha replaced by the truly changed region (the pixels where the input and its true edit
+differ, inside garment | arms: z there, the photo elsewhere). Per direction (fabric taken away or
+added) it prints how often the truth reads the target, and the mean alpha over the truly changed
+pixels; appends the rows to z_probe.jsonl."""
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+torch.set_num_threads(1)
+from amgan_search.images import to_tensor  # noqa: E402
+from amgan_search.metrics.edits import CHANGE_THRESHOLD, evaluate_edits, scene_schema, test_seeds  # noqa: E402
+from amgan_search.registry import load_model  # noqa: E402
+from amgan_search.synthetic import render, sample_scene  # noqa: E402
+from sleeve_directions import shortens  # noqa: E402  (this folder's script, beside this one)
+
+HERE = Path(__file__).parent
+SEED = 777
+
+
+class Probe:
+    """An editor that composes the model's z with alpha as trained or with the true change region,
+    and notes the mean alpha over that region for every edit."""
+
+    def __init__(self, model, scenes, renders, true_region: bool):
+        self.model, self.scenes, self.renders, self.true_region = model, scenes, renders, true_region
+        self.schema, self.size, self.config = model.schema, model.size, model.config
+        self.row_of = {r[0].tobytes(): i for i, r in enumerate(renders)}
+        self.alpha_on_change = {}  # (scene, attribute, target) -> mean alpha over the change
+
+    @torch.no_grad()
+    def edit_batch(self, x, labels, attribute, target, items=None):
+        x = x.float()
+        trg = torch.as_tensor(labels, dtype=torch.long).clone()
+        trg[:, attribute] = torch.as_tensor(target, dtype=torch.long)
+        _, alpha, z = self.model.net(x, self.schema.condition(trg, attribute))
+        attr = self.schema.attributes[attribute]
+        region = torch.zeros_like(alpha)
+        for k in range(len(x)):
+            i = self.row_of[(x[k].permute(1, 2, 0) * 255).round().byte().numpy().tobytes()]
+            value = attr.values[int(target[k])]
+            truth, masks = render(self.scenes[i].with_attributes(**{attr.name: value}), x.shape[-1])
+            own = self.renders[i][1]
+            inside = torch.as_tensor(masks["garment"] | masks["arms"] | own["garment"] | own["arms"])
+            changed = ((x[k] - to_tensor([truth])[0]).abs().amax(0) > CHANGE_THRESHOLD) & inside
+            region[k, 0] = changed.float()
+            share = float((alpha[k, 0] * changed).sum() / changed.sum().clamp_min(1))
+            self.alpha_on_change[(i, attr.name, value)] = share
+        a = region if self.true_region else alpha
+        return (a * z + (1 - a) * x).clamp(0, 1), a
+
+
+def main(n: int, model_dir: str, scene_attributes: list[str] | None) -> None:
+    model = load_model(model_dir, "editor", "cpu")
+    drawn = scene_schema(model.schema, scene_attributes)
+    scenes = [sample_scene(s, drawn) for s in test_seeds(n, SEED)]
+    renders = [render(sc, model.size) for sc in scenes]
+    for true_region in (False, True):
+        probe = Probe(model, scenes, renders, true_region)
+        result = evaluate_edits(probe, {}, n=n, seed=SEED, size=model.size, progress=False,
+                                scene_attributes=scene_attributes)
+        parts = defaultdict(list)
+        for r in result["records"]:
+            if r["attribute"] == "sleeve":
+                key = "shorter" if shortens(r) else "longer"
+                alpha = probe.alpha_on_change[(r["scene"], "sleeve", r["target"])]
+                parts[key].append((r["truth"] == r["target"], r["truth"] == r["source"], alpha))
+        row = {"model": model_dir, "n": n, "scenes": scene_attributes,
+               "alpha": "the true change region" if true_region else "as trained"}
+        for key, values in parts.items():
+            hit, kept, alpha = (np.mean(v) for v in zip(*values))
+            row[key] = {"edits": len(values), "target": round(float(hit), 3),
+                        "source": round(float(kept), 3), "alpha_on_change": round(float(alpha), 3)}
+        print(json.dumps(row), flush=True)
+        with open(HERE / "z_probe.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    main(int(sys.argv[1]), sys.argv[2], sys.argv[3].split(",") if len(sys.argv) > 3 else None)
