@@ -100,8 +100,8 @@ def test_multi_column_statistic_mean_of_per_attribute_accuracies():
 
 
 def test_wilson_matches_the_textbook_values():
-    # Agresti and Coull's worked cases: 50 of 100, and the ends, where the normal interval
-    # would collapse to a point.
+    # z = 1.96: 50 of 100, and the two ends, where the normal (Wald) interval would collapse
+    # to a point and the Wilson interval keeps a width.
     assert wilson(50, 100) == pytest.approx((0.5, 0.4038, 0.5962), abs=1e-4)
     assert wilson(0, 10) == pytest.approx((0.0, 0.0, 0.2775), abs=1e-4)
     assert wilson(10, 10) == pytest.approx((1.0, 0.7225, 1.0), abs=1e-4)

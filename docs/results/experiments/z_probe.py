@@ -5,7 +5,10 @@ test scenes (seed 777, as evaluate-edits) twice by the truth: composed as traine
 with alpha replaced by the truly changed region (the pixels where the input and its true edit
 differ, inside garment | arms: z there, the photo elsewhere). Per direction (fabric taken away or
 added) it prints how often the truth reads the target, and the mean alpha over the truly changed
-pixels; appends the rows to z_probe.jsonl."""
+pixels; appends the rows to z_probe.jsonl.
+python docs/results/experiments/z_probe.py sheet MODEL OUT.png [SCENE_ATTRIBUTES] draws the first
+test scenes with a sleeve edited to sleeveless: the photo, its true edit, the model's edit, z,
+z through the true change, and alpha."""
 import json
 import sys
 from collections import defaultdict
@@ -83,7 +86,47 @@ def main(n: int, model_dir: str, scene_attributes: list[str] | None) -> None:
             f.write(json.dumps(row) + "\n")
 
 
+def sheet(model_dir: str, out: str, scene_attributes: list[str] | None, columns: int = 6) -> None:
+    from PIL import Image
+
+    from amgan_search.images import picture_grid
+    model = load_model(model_dir, "editor", "cpu")
+    drawn = scene_schema(model.schema, scene_attributes)
+    j = model.schema.names.index("sleeve")
+    bare = model.schema.attributes[j].values.index("sleeveless")
+    scenes = [sc for sc in (sample_scene(s, drawn) for s in test_seeds(200, SEED))
+              if sc.attributes["sleeve"] == "long"][:columns]
+    renders = [render(sc, model.size) for sc in scenes]
+    x = to_tensor([r[0] for r in renders])
+    labels = torch.as_tensor(np.stack([model.schema.encode({a: sc.attributes[a]
+                                                            for a in model.schema.names})
+                                       for sc in scenes]))
+    target = torch.full((len(scenes),), bare, dtype=torch.long)
+    probe = Probe(model, scenes, renders, true_region=True)
+    through_truth, region = probe.edit_batch(x, labels, j, target)
+    trg = labels.clone()
+    trg[:, j] = bare
+    x_star, alpha, z = model.net(x, model.schema.condition(trg, j))
+    truth = to_tensor([render(sc.with_attributes(sleeve="sleeveless"), model.size)[0]
+                       for sc in scenes])
+    rows = [x, truth, x_star, z, through_truth, alpha.expand(-1, 3, -1, -1)]
+    tile = 2 * model.size
+
+    def cell(t):
+        picture = (t.detach().clamp(0, 1).permute(1, 2, 0) * 255).round().byte().numpy()
+        return Image.fromarray(picture).resize((tile, tile), Image.NEAREST), None
+
+    grid = picture_grid([[(np.asarray(c[0]), None) for c in map(cell, r)] for r in rows], tile,
+                        labels=["photo (long)", "true edit", "edit", "z", "z in the true change",
+                                "alpha"], label_px=12)
+    Image.fromarray(grid).save(out)
+    print(f"wrote {out}")
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 3 and sys.argv[1] == "sheet":
+        sheet(sys.argv[2], sys.argv[3], sys.argv[4].split(",") if len(sys.argv) > 4 else None)
+        sys.exit()
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     main(int(sys.argv[1]), sys.argv[2], sys.argv[3].split(",") if len(sys.argv) > 3 else None)
