@@ -86,10 +86,11 @@ def main(n: int, model_dir: str, scene_attributes: list[str] | None) -> None:
             f.write(json.dumps(row) + "\n")
 
 
+@torch.no_grad()
 def sheet(model_dir: str, out: str, scene_attributes: list[str] | None, columns: int = 6) -> None:
     from PIL import Image
 
-    from amgan_search.images import picture_grid
+    from amgan_search.images import picture_grid, save_image
     model = load_model(model_dir, "editor", "cpu")
     drawn = scene_schema(model.schema, scene_attributes)
     j = model.schema.names.index("sleeve")
@@ -101,25 +102,22 @@ def sheet(model_dir: str, out: str, scene_attributes: list[str] | None, columns:
     labels = torch.as_tensor(np.stack([model.schema.encode({a: sc.attributes[a]
                                                             for a in model.schema.names})
                                        for sc in scenes]))
-    target = torch.full((len(scenes),), bare, dtype=torch.long)
-    probe = Probe(model, scenes, renders, true_region=True)
-    through_truth, region = probe.edit_batch(x, labels, j, target)
+    through_truth, _ = Probe(model, scenes, renders, true_region=True).edit_batch(
+        x, labels, j, torch.full((len(scenes),), bare, dtype=torch.long))
     trg = labels.clone()
     trg[:, j] = bare
     x_star, alpha, z = model.net(x, model.schema.condition(trg, j))
     truth = to_tensor([render(sc.with_attributes(sleeve="sleeveless"), model.size)[0]
                        for sc in scenes])
-    rows = [x, truth, x_star, z, through_truth, alpha.expand(-1, 3, -1, -1)]
     tile = 2 * model.size
 
-    def cell(t):
-        picture = (t.detach().clamp(0, 1).permute(1, 2, 0) * 255).round().byte().numpy()
-        return Image.fromarray(picture).resize((tile, tile), Image.NEAREST), None
+    def cell(t):  # one image [3, S, S] in [0, 1] -> a uint8 tile, pixels doubled
+        picture = (t.clamp(0, 1).permute(1, 2, 0) * 255).round().byte().numpy()
+        return np.asarray(Image.fromarray(picture).resize((tile, tile), Image.NEAREST)), None
 
-    grid = picture_grid([[(np.asarray(c[0]), None) for c in map(cell, r)] for r in rows], tile,
-                        labels=["photo (long)", "true edit", "edit", "z", "z in the true change",
-                                "alpha"], label_px=12)
-    Image.fromarray(grid).save(out)
+    rows = [x, truth, x_star, z, through_truth, alpha.expand(-1, 3, -1, -1)]
+    save_image(out, picture_grid([[cell(t) for t in r] for r in rows], tile, labels=[
+        "photo (long)", "true edit", "edit", "z", "z in the true change", "alpha"], label_px=12))
     print(f"wrote {out}")
 
 
