@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 torch.set_num_threads(1)
-from amgan_search.images import to_tensor  # noqa: E402
+from amgan_search.images import to_tensor, to_uint8  # noqa: E402
 from amgan_search.metrics.edits import CHANGE_THRESHOLD, evaluate_edits, scene_schema, test_seeds  # noqa: E402
 from amgan_search.registry import load_model  # noqa: E402
 from amgan_search.synthetic import render, sample_scene  # noqa: E402
@@ -38,24 +38,31 @@ class Probe:
         self.row_of = {r[0].tobytes(): i for i, r in enumerate(renders)}
         self.alpha_on_change = {}  # (scene, attribute, target) -> mean alpha over the change
 
+    def true_change(self, x, attribute: int, target) -> tuple[torch.Tensor, list]:
+        """[B,1,S,S]: the pixels, inside garment | arms, where each input and its true edit differ;
+        and each row's (scene, attribute, target value) key. The scene is found by its render,
+        as the editor interface passes only pixels."""
+        attr = self.schema.attributes[attribute]
+        region, keys = torch.zeros_like(x[:, :1]), []
+        for k, photo in enumerate(to_uint8(x)):
+            i = self.row_of[photo.tobytes()]
+            value = attr.values[int(target[k])]
+            truth, masks = render(self.scenes[i].with_attributes(**{attr.name: value}), x.shape[-1])
+            own = self.renders[i][1]
+            inside = torch.as_tensor(masks["garment"] | masks["arms"] | own["garment"] | own["arms"])
+            region[k, 0] = ((x[k] - to_tensor([truth])[0]).abs().amax(0) > CHANGE_THRESHOLD) & inside
+            keys.append((i, attr.name, value))
+        return region, keys
+
     @torch.no_grad()
     def edit_batch(self, x, labels, attribute, target, items=None):
         x = x.float()
         trg = torch.as_tensor(labels, dtype=torch.long).clone()
         trg[:, attribute] = torch.as_tensor(target, dtype=torch.long)
         _, alpha, z = self.model.net(x, self.schema.condition(trg, attribute))
-        attr = self.schema.attributes[attribute]
-        region = torch.zeros_like(alpha)
-        for k in range(len(x)):
-            i = self.row_of[(x[k].permute(1, 2, 0) * 255).round().byte().numpy().tobytes()]
-            value = attr.values[int(target[k])]
-            truth, masks = render(self.scenes[i].with_attributes(**{attr.name: value}), x.shape[-1])
-            own = self.renders[i][1]
-            inside = torch.as_tensor(masks["garment"] | masks["arms"] | own["garment"] | own["arms"])
-            changed = ((x[k] - to_tensor([truth])[0]).abs().amax(0) > CHANGE_THRESHOLD) & inside
-            region[k, 0] = changed.float()
-            share = float((alpha[k, 0] * changed).sum() / changed.sum().clamp_min(1))
-            self.alpha_on_change[(i, attr.name, value)] = share
+        region, keys = self.true_change(x, attribute, target)
+        shares = (alpha * region).sum((1, 2, 3)) / region.sum((1, 2, 3)).clamp_min(1)
+        self.alpha_on_change.update(zip(keys, shares.tolist()))
         a = region if self.true_region else alpha
         return (a * z + (1 - a) * x).clamp(0, 1), a
 
@@ -99,25 +106,21 @@ def sheet(model_dir: str, out: str, scene_attributes: list[str] | None, columns:
               if sc.attributes["sleeve"] == "long"][:columns]
     renders = [render(sc, model.size) for sc in scenes]
     x = to_tensor([r[0] for r in renders])
-    labels = torch.as_tensor(np.stack([model.schema.encode({a: sc.attributes[a]
-                                                            for a in model.schema.names})
-                                       for sc in scenes]))
-    through_truth, _ = Probe(model, scenes, renders, true_region=True).edit_batch(
-        x, labels, j, torch.full((len(scenes),), bare, dtype=torch.long))
-    trg = labels.clone()
+    trg = torch.as_tensor(np.stack([model.schema.encode({a: sc.attributes[a]
+                                                         for a in model.schema.names})
+                                    for sc in scenes]))
     trg[:, j] = bare
     x_star, alpha, z = model.net(x, model.schema.condition(trg, j))
+    region, _ = Probe(model, scenes, renders, true_region=True).true_change(x, j, trg[:, j])
     truth = to_tensor([render(sc.with_attributes(sleeve="sleeveless"), model.size)[0]
                        for sc in scenes])
+    rows = [x, truth, x_star, z, region * z + (1 - region) * x, alpha.expand(-1, 3, -1, -1)]
     tile = 2 * model.size
-
-    def cell(t):  # one image [3, S, S] in [0, 1] -> a uint8 tile, pixels doubled
-        picture = (t.clamp(0, 1).permute(1, 2, 0) * 255).round().byte().numpy()
-        return np.asarray(Image.fromarray(picture).resize((tile, tile), Image.NEAREST)), None
-
-    rows = [x, truth, x_star, z, through_truth, alpha.expand(-1, 3, -1, -1)]
-    save_image(out, picture_grid([[cell(t) for t in r] for r in rows], tile, labels=[
-        "photo (long)", "true edit", "edit", "z", "z in the true change", "alpha"], label_px=12))
+    save_image(out, picture_grid(
+        [[(np.asarray(Image.fromarray(p).resize((tile, tile), Image.NEAREST)), None)
+          for p in to_uint8(r)] for r in rows], tile,
+        labels=["photo (long)", "true edit", "edit", "z", "z in the true change", "alpha"],
+        label_px=12))
     print(f"wrote {out}")
 
 
