@@ -13,6 +13,7 @@ import click
 METHODS = ("amgan", "stargan", "ganimation", "sagan", "no-dc", "no-perceptual",
            "no-attention-loss", "cam-as-mask")
 UPSAMPLINGS = ("resize", "deconv")  # amgan.UPSAMPLINGS, the default first
+CONDITIONAL_CRITICS = ("none", "dc", "all")  # config.CONDITIONAL_CRITICS
 
 
 # The classifier's ResNet depths, repeated for the same reason (nets.classifier.ARCHS).
@@ -129,6 +130,10 @@ def train_classifier(db_path, output_stride, quiet, **options) -> None:
 @click.option("--lambda-cls-fake", type=NOT_NEGATIVE, default=0.0, show_default=True,
               help="D's classification head also reads each edit as the photo it came from "
                    "(0: the paper, real images only).")
+@click.option("--conditional-critic", type=click.Choice(CONDITIONAL_CRITICS), default="none",
+              show_default=True,
+              help="Tell the critics the values they judge each image under (a photo its own, "
+                   "an edit the target): none (the paper), dc (D_C), all (D_I and D_C).")
 @click.option("--avgpool-only", is_flag=True,
               help="L_p on avg-pool features only (the paper's Shopping100k setting).")
 # -- architecture

@@ -79,6 +79,23 @@ def test_discriminators_shapes_d_i_and_d_c():
         Discriminator(48, 5, repeat_num=5)
 
 
+def test_a_conditional_critic_scores_an_image_by_the_values_it_is_told():
+    torch.manual_seed(0)
+    plain = Discriminator(32, 5, conv_dim=8, repeat_num=3, value_counts=[3, 2])
+    told = Discriminator(32, 5, conv_dim=8, repeat_num=3, value_counts=[3, 2], conditional=True)
+    told.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.rand(2, 3, 32, 32)
+    a, b = torch.tensor([[1., 0, 0, 1, 0]] * 2), torch.tensor([[0., 1, 0, 0, 1]] * 2)
+    # At zero (its start) the embedding adds nothing: the paper's critic.
+    assert torch.equal(told(x, a)[0], plain(x)[0]) and torch.equal(told(x, b)[0], plain(x)[0])
+    torch.nn.init.normal_(told.embed)
+    assert not torch.allclose(told(x, a)[0], told(x, b)[0])
+    assert torch.equal(told.critic(x, a), told(x, a)[0])
+    assert torch.equal(told(x, a)[1][0], plain(x)[1][0])  # the classification head is untouched
+    with pytest.raises(ValueError, match="needs the attribute values"):
+        told(x)
+
+
 def test_the_dc_crop_covers_the_largest_region_of_alpha_above_half_its_maximum():
     alpha = torch.zeros(1, 1, 32, 32)
     alpha[0, 0, 2:6, 3:5] = 0.8        # small region, the maximum

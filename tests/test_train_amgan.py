@@ -51,13 +51,27 @@ def test_bf16_autocast_trains_and_stays_close_to_fp32(tmp_path):
         assert np.isfinite(b[key]) and b[key] == pytest.approx(a[key], rel=0.05, abs=0.02), key
 
 
+def _tiny_batch():
+    data = TinyImages()
+    return (torch.stack([data[i][0] for i in range(4)]),
+            torch.stack([data[i][1] for i in range(4)]))
+
+
+def _first_d_step(tmp_path, x, y, **kw):
+    """A fresh trainer of tiny_config(**kw) and its first D update's logs, with the same initial
+    weights, edits and gradient-penalty draws whatever kw says."""
+    torch.manual_seed(0)
+    trainer = AmganTrainer(tiny_config(tmp_path, **kw), SCHEMA, TinyClassifier())
+    torch.manual_seed(1)
+    return trainer, trainer.d_step(x, y, 0)
+
+
 def test_training_changes_the_generator_and_the_critics(tmp_path):
     torch.manual_seed(0)
     cfg = tiny_config(tmp_path, iters=2)
     trainer = AmganTrainer(cfg, SCHEMA, TinyClassifier())
     before = {k: v.clone() for k, v in trainer.tensors().items()}
-    data = TinyImages()
-    x, y = torch.stack([data[i][0] for i in range(4)]), torch.stack([data[i][1] for i in range(4)])
+    x, y = _tiny_batch()
     trainer.d_step(x, y, 0)
     after_d = {k: v.clone() for k, v in trainer.tensors().items()}
     assert not torch.equal(before["D.main.0.weight"], after_d["D.main.0.weight"])
@@ -73,21 +87,36 @@ def test_training_changes_the_generator_and_the_critics(tmp_path):
 def test_lambda_cls_fake_adds_the_heads_reading_of_each_edit_as_its_source(tmp_path):
     """Off (the paper): no term. On: D's loss grows by lambda times L_cls of the edits toward
     the labels of the photos they came from, for D_I and D_C alike."""
-    data = TinyImages()
-    x, y = torch.stack([data[i][0] for i in range(4)]), torch.stack([data[i][1] for i in range(4)])
-
-    def d_logs(weight):
-        torch.manual_seed(0)
-        trainer = AmganTrainer(tiny_config(tmp_path, lambda_cls_fake=weight), SCHEMA,
-                               TinyClassifier())
-        torch.manual_seed(1)  # the same edits and gradient-penalty draws in both
-        return trainer.d_step(x, y, 0)
-
-    paper, fake = d_logs(0.0), d_logs(2.0)
+    x, y = _tiny_batch()
+    _, paper = _first_d_step(tmp_path, x, y, lambda_cls_fake=0.0)
+    _, fake = _first_d_step(tmp_path, x, y, lambda_cls_fake=2.0)
     assert "D/cls_fake" not in paper and "DC/cls_fake" not in paper
     assert fake["D/cls_fake"] > 0 and fake["DC/cls_fake"] > 0
     extra = 2.0 * (fake["D/cls_fake"] + fake["DC/cls_fake"])
     assert fake["D/loss"] == pytest.approx(paper["D/loss"] + extra, rel=1e-5)
+
+
+def test_a_conditional_critic_starts_as_the_papers_and_learns_what_it_is_told(tmp_path):
+    """Its embedding starts at zero, so the first update's losses are the paper's on the same
+    random draws; the update then moves the embedding of the critics told."""
+    x, y = _tiny_batch()
+    _, paper = _first_d_step(tmp_path, x, y)
+    for told in ("dc", "all"):
+        trainer, logs = _first_d_step(tmp_path, x, y, conditional_critic=told)
+        assert logs == pytest.approx(paper, rel=1e-6), told
+        assert trainer.DC.embed.abs().sum() > 0
+        assert (trainer.D.embed is not None) == (told == "all")
+        if told == "all":
+            assert trainer.D.embed.abs().sum() > 0
+        g = trainer.g_step(x, y, 1, reference=lambda trg, a: (x, torch.ones(4)))
+        assert np.isfinite(g["G/loss"])
+
+
+def test_a_conditional_critic_run_keeps_its_critics_in_the_checkpoint_only(tmp_path):
+    out, _ = _train(tmp_path, conditional_critic="all", ckpt_every=2)
+    tensors, _ = ckpt.load_checkpoint(ckpt.latest_checkpoint(out))
+    assert {"D.embed", "DC.embed"} <= set(tensors)
+    assert all(k.startswith("net.") for k in ckpt.load_weights(out / "model.safetensors"))
 
 
 def test_resume_continues_exactly_where_a_killed_run_stopped(tmp_path, monkeypatch):

@@ -18,12 +18,19 @@ def test_presets_fill_the_method_and_bad_values_are_user_errors():
         AmganConfig(iters=0)
     with pytest.raises(UserError, match="g_upsample must be one of"):
         AmganConfig(g_upsample="bicubic")
+    with pytest.raises(UserError, match="unknown conditional_critic 'dI'"):
+        AmganConfig(conditional_critic="dI")
+    with pytest.raises(UserError, match="'dc' needs D_C, which method 'no-dc'"):
+        AmganConfig(method="no-dc", conditional_critic="dc")
 
 
 def test_cli_methods_match_the_presets():
     from amgan_search.cli.train import METHODS
+    from amgan_search.cli.train import CONDITIONAL_CRITICS as CLI_CRITICS
     from amgan_search.cli.train import UPSAMPLINGS as CLI_UPSAMPLINGS
     from amgan_search.nets.amgan import UPSAMPLINGS
+    from amgan_search.train.config import CONDITIONAL_CRITICS
 
     assert list(METHODS) == list(PRESETS)
     assert sorted(CLI_UPSAMPLINGS) == sorted(UPSAMPLINGS)
+    assert list(CLI_CRITICS) == list(CONDITIONAL_CRITICS)

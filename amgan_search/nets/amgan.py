@@ -151,10 +151,15 @@ class Discriminator(nn.Module):
     `repeat_num` stride-2 convolutions take image_size to image_size / 2**repeat_num; the critic
     head gives a patch map there and the classification head one N-vector per image, split into
     one logits vector per attribute when `value_counts` is given.
+
+    With `conditional`, the critic is also told the attribute values it judges the image under
+    (a projection critic, Miyato & Koyama 2018, per patch): each patch's score gains the inner
+    product of its features with an embedding of the N-hot values. Our option; the paper's
+    critics are unconditional. The embedding starts at zero: the critic the paper trains.
     """
 
     def __init__(self, image_size: int, c_dim: int, conv_dim: int = 64, repeat_num: int = 6,
-                 value_counts: Sequence[int] | None = None):
+                 value_counts: Sequence[int] | None = None, conditional: bool = False):
         super().__init__()
         if image_size % 2 ** repeat_num:
             raise ValueError(f"image size {image_size} is not divisible by 2**{repeat_num}")
@@ -165,19 +170,30 @@ class Discriminator(nn.Module):
         self.main = nn.Sequential(*layers)
         self.src = nn.Conv2d(dim, 1, 3, 1, 1, bias=False)
         self.cls = nn.Conv2d(dim, c_dim, image_size // 2 ** repeat_num, bias=False)
+        # [N, dim]; zeros, drawn from no random stream, so the other weights stay the paper's.
+        self.embed = nn.Parameter(torch.zeros(c_dim, dim)) if conditional else None
         self.value_counts = list(value_counts) if value_counts is not None else [c_dim]
         if sum(self.value_counts) != c_dim:
             raise ValueError(f"value counts {self.value_counts} do not add up to c_dim {c_dim}")
 
-    def forward(self, x):
-        """x in [0, 1] -> (patch critic map [B,1,h,w], logits [B, n_values] per attribute)."""
+    def forward(self, x, values=None):
+        """x in [0, 1] (and, for a conditional critic, `values`: [B, N] the N-hot attribute values
+        it is judged under) -> (patch critic map [B,1,h,w], logits [B, n_values] per attribute)."""
         h = self.main(x * 2 - 1)
         logits = self.cls(h).flatten(1)
-        return self.src(h), list(torch.split(logits, self.value_counts, dim=1))
+        return self._score(h, values), list(torch.split(logits, self.value_counts, dim=1))
 
-    def critic(self, x):
+    def critic(self, x, values=None):
         """The critic head alone (for the gradient penalty)."""
-        return self.src(self.main(x * 2 - 1))
+        return self._score(self.main(x * 2 - 1), values)
+
+    def _score(self, h, values):
+        if self.embed is None:
+            return self.src(h)
+        if values is None:
+            raise ValueError("a conditional critic needs the attribute values it judges under")
+        e = values.to(h.dtype) @ self.embed.to(h.dtype)
+        return self.src(h) + (h * e[:, :, None, None]).sum(1, keepdim=True)
 
 
 def crop_boxes(alpha: torch.Tensor) -> list[tuple[int, int, int, int]]:

@@ -33,6 +33,8 @@ _AT_LEAST_ONE = ("iters", "batch_size", "n_critic", "sample_every", "ckpt_every"
 _LAMBDAS = ("lambda_cls", "lambda_cyc", "lambda_a", "lambda_p", "lambda_gp", "lambda_mask",
             "lambda_cls_fake")
 ATTENTION_LOSSES = ("cam", "mask", "none")
+# Which critics are told the values they judge an image under (`Discriminator`, conditional).
+CONDITIONAL_CRITICS = ("none", "dc", "all")
 
 
 @dataclass
@@ -64,6 +66,11 @@ class AmganConfig:
     # learns to read each edit as the photo it came from, so L_cls is paid only by edits the
     # head cannot tell from a real photo of the target.
     lambda_cls_fake: float = 0.0
+    # Our option where the paper's critics are unconditional ("none"): "dc" tells D_C, "all" D_I
+    # and D_C, the values each image is judged under (a real photo: its own; an edit: the
+    # target). A critic that is not told the target can call a sleeve kept on an arm meant to be
+    # bare real, since real photos have sleeves; one that is told it has seen no such photo.
+    conditional_critic: str = "none"
     perceptual_conv5: bool = True         # False: avg-pool features only (Shopping100k)
     # conv5 maps finer than this are average-pooled to it for L_p. Our choice: the paper's
     # ResNet-50 at 128 px has 4x4 conv5 maps; the reference is another person in another pose on
@@ -129,6 +136,10 @@ class AmganConfig:
                             f"got {self.g_upsample!r}")
         choice(self, "attention", ATTENTIONS)
         choice(self, "attention_loss", ATTENTION_LOSSES)
+        choice(self, "conditional_critic", CONDITIONAL_CRITICS)
+        if self.conditional_critic == "dc" and not self.use_dc:
+            raise UserError(f"conditional_critic 'dc' needs D_C, which method {self.method!r} "
+                            "does not use")
         if self.stop_at is not None and not 1 <= self.stop_at <= self.iters:
             raise UserError(f"stop_at {self.stop_at} must be between 1 and iters ({self.iters})")
 

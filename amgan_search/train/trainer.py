@@ -13,6 +13,7 @@ with the full sum and the all-reduce averages all of it.
 from __future__ import annotations
 
 from contextlib import nullcontext
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,11 @@ def _unwrap(m):
     return m.module if hasattr(m, "module") else m
 
 
+def _told(critic, values):
+    """The values a critic is told: only a conditional critic hears them."""
+    return values if critic.embed is not None else None
+
+
 class AmganTrainer:
     """Networks, optimisers and the two updates of one method; no files, no data loading."""
 
@@ -47,10 +53,12 @@ class AmganTrainer:
         counts = [len(a.values) for a in schema.attributes]
         self.net = EditNet(c_dim, config.g_conv_dim, config.g_repeat_num, config.attention,
                            config.att_conv_dim, config.g_upsample).to(self.device)
+        told = config.conditional_critic
         self.D = Discriminator(config.size, n, config.d_conv_dim, config.d_repeat_num,
-                               counts).to(self.device)
+                               counts, conditional=told == "all").to(self.device)
         self.DC = (Discriminator(config.size // 2, n, config.d_conv_dim, config.d_repeat_num - 2,
-                                 counts).to(self.device) if config.use_dc else None)
+                                 counts, conditional=told in ("dc", "all")).to(self.device)
+                   if config.use_dc else None)
         if config.channels_last:
             for m in self.modules():
                 m.to(memory_format=torch.channels_last)
@@ -104,26 +112,37 @@ class AmganTrainer:
             x_fake, alpha, _ = _unwrap(self.net)(x, c_trg, alpha=cam)
         x_fake, alpha = x_fake.float(), alpha.float()
         logs = {}
-        d_loss = self._critic_loss(self.D, x, x_fake, labels, "D", logs)
+        # What a conditional critic judges each image under: a photo its own values, an edit
+        # the target's.
+        told = (self.schema.onehot(labels.cpu()).to(self.device),
+                self.schema.onehot(trg).to(self.device))
+        d_loss = self._critic_loss(self.D, x, x_fake, labels, "D", logs, told)
         if self.DC is not None:
             x_c, x_fake_c, _ = attention_crop(alpha, x, x_fake, cfg.size // 2)
-            d_loss = d_loss + self._critic_loss(self.DC, x_c, x_fake_c, labels, "DC", logs)
+            d_loss = d_loss + self._critic_loss(self.DC, x_c, x_fake_c, labels, "DC", logs, told)
         self.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         self.opt_d.step()
         logs["D/loss"] = d_loss.item()
         return logs
 
-    def _critic_loss(self, D, real, fake, labels, name, logs):
+    def _critic_loss(self, D, real, fake, labels, name, logs, told):
         b = real.size(0)
+        values = torch.cat(told) if _unwrap(D).embed is not None else None
         with self.autocast():
             # One forward through the (DDP-wrapped) critic for real and fake together.
-            src, cls = D(torch.cat([real, fake]))
+            src, cls = D(torch.cat([real, fake]), values)
         src = src.float()
         adv = d_adversarial(src[:b], src[b:])
         cls_loss = classification_loss([lg[:b] for lg in cls], labels)
-        # The penalty's critic runs on the wrapped module itself (see the module docstring).
-        gp = gradient_penalty(_unwrap(D).critic, real, fake)
+        # The penalty's critic runs on the wrapped module itself (see the module docstring); a
+        # conditional critic is told the values on the same line as the image, mixed alike.
+        eps = torch.rand(b, 1, 1, 1, device=real.device, dtype=real.dtype)
+        critic = _unwrap(D).critic
+        if values is not None:
+            mixed = eps.flatten(1) * told[0] + (1 - eps.flatten(1)) * told[1]
+            critic = partial(critic, values=mixed)
+        gp = gradient_penalty(critic, real, fake, eps)
         logs.update({f"{name}/adv": adv.item(), f"{name}/gp": gp.item(),
                      f"{name}/cls": cls_loss.item()})
         loss = adv + self.cfg.lambda_gp * gp + self.cfg.lambda_cls * cls_loss
@@ -144,12 +163,13 @@ class AmganTrainer:
         try:
             with self.autocast():
                 x_fake, alpha, _ = self.net(x, c_trg, alpha=cam)
-                src, cls = critics[0](x_fake)
+                told = self.schema.onehot(trg).to(self.device)  # what a conditional critic hears
+                src, cls = critics[0](x_fake, _told(critics[0], told))
                 g_adv = g_adversarial(src.float())
                 g_cls = classification_loss(cls, trg)
                 if self.DC is not None:
                     _, x_fake_c, _ = attention_crop(alpha, x, x_fake, cfg.size // 2)
-                    src_c, cls_c = critics[1](x_fake_c)
+                    src_c, cls_c = critics[1](x_fake_c, _told(critics[1], told))
                     g_adv = g_adv + g_adversarial(src_c.float())
                     g_cls = g_cls + classification_loss(cls_c, trg)
                 # Cycle: back to the original values; with the CAM as alpha, the same region.
