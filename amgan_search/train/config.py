@@ -70,6 +70,8 @@ class AmganConfig:
     # and D_C, the values each image is judged under (a real photo: its own; an edit: the
     # target). A critic that is not told the target can call a sleeve kept on an arm meant to be
     # bare real, since real photos have sleeves; one that is told it has seen no such photo.
+    # Measured from scratch to 4,500 iterations: sleeve truth within noise, colour truth -0.03,
+    # and D_C still finds the kept sleeves no less real (README, the experiments): off.
     conditional_critic: str = "none"
     perceptual_conv5: bool = True         # False: avg-pool features only (Shopping100k)
     # conv5 maps finer than this are average-pooled to it for L_p. Our choice: the paper's
