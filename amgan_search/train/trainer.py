@@ -34,7 +34,7 @@ def _unwrap(m):
 
 def _told(critic, values):
     """The values a critic is told: only a conditional critic hears them."""
-    return values if critic.embed is not None else None
+    return values if values is not None and critic.embed is not None else None
 
 
 class AmganTrainer:
@@ -113,9 +113,9 @@ class AmganTrainer:
         x_fake, alpha = x_fake.float(), alpha.float()
         logs = {}
         # What a conditional critic judges each image under: a photo its own values, an edit
-        # the target's.
-        told = (self.schema.onehot(labels.cpu()).to(self.device),
-                self.schema.onehot(trg).to(self.device))
+        # the target's (None: no critic is conditional).
+        told = ((self._values(labels.cpu()), self._values(trg))
+                if self.cfg.conditional_critic != "none" else None)
         d_loss = self._critic_loss(self.D, x, x_fake, labels, "D", logs, told)
         if self.DC is not None:
             x_c, x_fake_c, _ = attention_crop(alpha, x, x_fake, cfg.size // 2)
@@ -126,9 +126,13 @@ class AmganTrainer:
         logs["D/loss"] = d_loss.item()
         return logs
 
+    def _values(self, indices) -> torch.Tensor:
+        """[B, M] value indices -> [B, N] N-hot on the device: what a conditional critic hears."""
+        return self.schema.onehot(indices).to(self.device)
+
     def _critic_loss(self, D, real, fake, labels, name, logs, told):
         b = real.size(0)
-        values = torch.cat(told) if _unwrap(D).embed is not None else None
+        values = _told(_unwrap(D), None if told is None else torch.cat(told))
         with self.autocast():
             # One forward through the (DDP-wrapped) critic for real and fake together.
             src, cls = D(torch.cat([real, fake]), values)
@@ -163,7 +167,7 @@ class AmganTrainer:
         try:
             with self.autocast():
                 x_fake, alpha, _ = self.net(x, c_trg, alpha=cam)
-                told = self.schema.onehot(trg).to(self.device)  # what a conditional critic hears
+                told = self._values(trg) if cfg.conditional_critic != "none" else None
                 src, cls = critics[0](x_fake, _told(critics[0], told))
                 g_adv = g_adversarial(src.float())
                 g_cls = classification_loss(cls, trg)

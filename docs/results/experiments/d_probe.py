@@ -18,21 +18,28 @@ from amgan_search.nets.amgan import Discriminator
 from amgan_search.registry import load_model
 from amgan_search.synthetic import render, sample_scene
 
-CHECKPOINT, MODEL = Path(sys.argv[1]), sys.argv[2]
-N = int(sys.argv[3]) if len(sys.argv) > 3 else 50
 SCENES = ["color", "sleeve", "pattern", "neckline"]
-editor = load_model(MODEL, "editor", "cpu")
-schema, cfg = editor.schema, read_json(Path(MODEL) / "config.json")
-D = Discriminator(editor.size, schema.n_values, cfg["d_conv_dim"], cfg["d_repeat_num"],
-                  [len(a.values) for a in schema.attributes])
-tensors, _ = ckpt.load_checkpoint(CHECKPOINT)
-D.load_state_dict({k[2:]: v.float() for k, v in tensors.items() if k.startswith("D.")})
-D.eval()
+
+
+def load_critic(checkpoint: Path, model_dir: str, schema, size: int, which: str = "D"):
+    """D_I ("D") or D_C ("DC", 2 fewer layers on half-size crops) of a run's checkpoint,
+    conditional where its run's was (`--conditional-critic`)."""
+    cfg = read_json(Path(model_dir) / "config.json")
+    tensors, _ = ckpt.load_checkpoint(checkpoint)
+    weights = {k[len(which) + 1:]: v.float() for k, v in tensors.items()
+               if k.startswith(which + ".")}
+    crops = which == "DC"
+    critic = Discriminator(size // 2 if crops else size, schema.n_values, cfg["d_conv_dim"],
+                           cfg["d_repeat_num"] - (2 if crops else 0),
+                           [len(a.values) for a in schema.attributes],
+                           conditional="embed" in weights)
+    critic.load_state_dict(weights)
+    return critic.eval()
 
 
 class DHead(torch.nn.Module):
     """D_I as an `evaluate_edits` grader: its head's reading; its critic score kept in order."""
-    def __init__(self):
+    def __init__(self, D, schema):
         super().__init__()
         self.D, self.schema, self.config, self.critic = D, schema, {}, []
 
@@ -43,23 +50,6 @@ class DHead(torch.nn.Module):
         return torch.stack([lg.argmax(1) for lg in logits], 1), None
 
 
-head = DHead()
-results = evaluate_edits(editor, {"D": head}, n=N, seed=777, progress=False, scene_attributes=SCENES)
-records = results["records"]
-scenes = [sample_scene(s, scene_schema(schema, SCENES)) for s in test_seeds(N, 777)]
-true_read, true_critic = [], []
-for start in range(0, len(records), 50):  # the same edits drawn true, read by D_I
-    chunk = records[start:start + 50]
-    x = to_tensor([render(scenes[r["scene"]].with_attributes(**{r["attribute"]: r["target"]}),
-                          editor.size)[0] for r in chunk])
-    with torch.no_grad():
-        src, logits = D(x.float())
-    true_critic += src.mean((1, 2, 3)).tolist()
-    for r, idx in zip(chunk, torch.stack([lg.argmax(1) for lg in logits], 1).tolist()):
-        j = schema.names.index(r["attribute"])
-        true_read.append(schema.attributes[j].values[idx[j]])
-
-
 def auc(pos, neg):
     """P(a true edit's critic score is above an edit's): 0.5 = the critic cannot tell them apart."""
     pos, neg = np.asarray(pos), np.asarray(neg)
@@ -68,21 +58,46 @@ def auc(pos, neg):
     return float(((pos[:, None] > neg[None]) + 0.5 * (pos[:, None] == neg[None])).mean())
 
 
-for name in schema.names:
-    idx = [i for i, r in enumerate(records) if r["attribute"] == name]
-    hit = lambda i: records[i]["predicted"]["D"] == records[i]["target"]
-    rejected = [i for i in idx if records[i]["truth"] != records[i]["target"]]
-    accepted = [i for i in idx if records[i]["truth"] == records[i]["target"]]
-    row = {"checkpoint": str(CHECKPOINT), "model": MODEL, "n_scenes": N, "attribute": name,
-           "edits": len(idx), "truth_accuracy": round(len(accepted) / len(idx), 3),
-           "head_reads_true_edit": round(np.mean([true_read[i] == records[i]["target"] for i in idx]), 3),
-           "head_reads_edit": round(np.mean([hit(i) for i in idx]), 3),
-           "head_accepts_truth_rejected": round(np.mean([hit(i) for i in rejected]), 3) if rejected else None,
-           "critic_auc_true_vs_edit": round(auc([true_critic[i] for i in idx], [head.critic[i] for i in idx]), 3),
-           "critic_auc_true_vs_truth_rejected": (round(auc([true_critic[i] for i in idx], [head.critic[i] for i in rejected]), 3)
-                                                 if rejected else None),
-           "critic_auc_true_vs_truth_accepted": (round(auc([true_critic[i] for i in idx], [head.critic[i] for i in accepted]), 3)
-                                                 if accepted else None)}
-    print(json.dumps(row), flush=True)
-    with open("docs/results/experiments/d_probe.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
+def main(checkpoint: Path, model_dir: str, n: int) -> None:
+    editor = load_model(model_dir, "editor", "cpu")
+    schema = editor.schema
+    D = load_critic(checkpoint, model_dir, schema, editor.size)
+    head = DHead(D, schema)
+    results = evaluate_edits(editor, {"D": head}, n=n, seed=777, progress=False, scene_attributes=SCENES)
+    records = results["records"]
+    scenes = [sample_scene(s, scene_schema(schema, SCENES)) for s in test_seeds(n, 777)]
+    true_read, true_critic = [], []
+    for start in range(0, len(records), 50):  # the same edits drawn true, read by D_I
+        chunk = records[start:start + 50]
+        x = to_tensor([render(scenes[r["scene"]].with_attributes(**{r["attribute"]: r["target"]}),
+                              editor.size)[0] for r in chunk])
+        with torch.no_grad():
+            src, logits = D(x.float())
+        true_critic += src.mean((1, 2, 3)).tolist()
+        for r, idx in zip(chunk, torch.stack([lg.argmax(1) for lg in logits], 1).tolist()):
+            j = schema.names.index(r["attribute"])
+            true_read.append(schema.attributes[j].values[idx[j]])
+    for name in schema.names:
+        idx = [i for i, r in enumerate(records) if r["attribute"] == name]
+        hit = lambda i: records[i]["predicted"]["D"] == records[i]["target"]
+        rejected = [i for i in idx if records[i]["truth"] != records[i]["target"]]
+        accepted = [i for i in idx if records[i]["truth"] == records[i]["target"]]
+        row = {"checkpoint": str(checkpoint), "model": model_dir, "n_scenes": n, "attribute": name,
+               "edits": len(idx), "truth_accuracy": round(len(accepted) / len(idx), 3),
+               "head_reads_true_edit": round(np.mean([true_read[i] == records[i]["target"] for i in idx]), 3),
+               "head_reads_edit": round(np.mean([hit(i) for i in idx]), 3),
+               "head_accepts_truth_rejected": round(np.mean([hit(i) for i in rejected]), 3) if rejected else None,
+               "critic_auc_true_vs_edit": round(auc([true_critic[i] for i in idx], [head.critic[i] for i in idx]), 3),
+               "critic_auc_true_vs_truth_rejected": (round(auc([true_critic[i] for i in idx], [head.critic[i] for i in rejected]), 3)
+                                                     if rejected else None),
+               "critic_auc_true_vs_truth_accepted": (round(auc([true_critic[i] for i in idx], [head.critic[i] for i in accepted]), 3)
+                                                     if accepted else None)}
+        print(json.dumps(row), flush=True)
+        with open("docs/results/experiments/d_probe.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    main(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 50)

@@ -12,45 +12,30 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 torch.set_num_threads(1)
-from amgan_search import checkpoint as ckpt  # noqa: E402
-from amgan_search.images import to_tensor, to_uint8  # noqa: E402
-from amgan_search.io import read_json  # noqa: E402
+from amgan_search.images import to_tensor  # noqa: E402
 from amgan_search.metrics.edits import evaluate_edits, scene_schema, test_seeds  # noqa: E402
-from amgan_search.nets.amgan import Discriminator, attention_crop  # noqa: E402
+from amgan_search.nets.amgan import attention_crop  # noqa: E402
 from amgan_search.registry import load_model  # noqa: E402
 from amgan_search.synthetic import render, sample_scene  # noqa: E402
-from sleeve_directions import shortens  # noqa: E402  (this folder's script, beside this one)
+# this folder's scripts, beside this one
+from d_probe import auc, load_critic  # noqa: E402
+from sleeve_directions import shortens  # noqa: E402
+from z_probe import SEED, Probe  # noqa: E402
 
 HERE = Path(__file__).parent
-SEED = 777
 SCENES = ["color", "sleeve", "pattern", "neckline"]
 
 
-def load_dc(checkpoint: Path, model_dir: str, schema, size: int) -> Discriminator:
-    """The run's D_C at that checkpoint, conditional where its run was."""
-    cfg = read_json(Path(model_dir) / "config.json")
-    tensors, _ = ckpt.load_checkpoint(checkpoint)
-    weights = {k[3:]: v.float() for k, v in tensors.items() if k.startswith("DC.")}
-    dc = Discriminator(size // 2, schema.n_values, cfg["d_conv_dim"], cfg["d_repeat_num"] - 2,
-                       [len(a.values) for a in schema.attributes], conditional="embed" in weights)
-    dc.load_state_dict(weights)
-    return dc.eval()
-
-
-class CropProbe:
+class CropProbe(Probe):
     """An editor that passes the model's edits through and scores each edit's D_C crop and its
     true edit's crop (same box) with D_C's critic, keyed by (scene, attribute, target)."""
 
-    def __init__(self, model, dc, scenes):
-        self.model, self.dc, self.scenes = model, dc, scenes
-        self.schema, self.size, self.config = model.schema, model.size, model.config
-        self.row_of = {to_uint8(to_tensor([render(sc, model.size)[0]]))[0].tobytes(): i
-                       for i, sc in enumerate(scenes)}
-        self.scores = {}  # key -> (true crop's critic score, edit crop's)
+    def __init__(self, model, dc, scenes, renders):
+        super().__init__(model, scenes, renders, true_region=False)
+        self.dc, self.scores = dc, {}  # key -> (true crop's critic score, edit crop's)
 
     @torch.no_grad()
     def edit_batch(self, x, labels, attribute, target, items=None):
@@ -59,33 +44,24 @@ class CropProbe:
         trg = torch.as_tensor(labels, dtype=torch.long).clone()
         trg[:, attribute] = target
         x_star, alpha, _ = self.model.net(x, self.schema.condition(trg, attribute))
-        attr, keys, truths = self.schema.attributes[attribute], [], []
-        for k, photo in enumerate(to_uint8(x)):
-            i = self.row_of[photo.tobytes()]
-            value = attr.values[int(target[k])]
-            truths.append(render(self.scenes[i].with_attributes(**{attr.name: value}), self.size)[0])
-            keys.append((i, attr.name, value))
-        true_c, edit_c, _ = attention_crop(alpha, to_tensor(truths), x_star.clamp(0, 1),
-                                           self.size // 2)
+        truths, keys = self.true_edits(x, attribute, target)
+        true_c, edit_c, _ = attention_crop(alpha, to_tensor([t[0] for t in truths]),
+                                           x_star.clamp(0, 1), self.size // 2)
         told = self.schema.onehot(trg) if self.dc.embed is not None else None
         score = lambda c: self.dc.critic(c, told).mean((1, 2, 3)).tolist()
         self.scores.update(zip(keys, zip(score(true_c), score(edit_c))))
         return x_star.clamp(0, 1), alpha
 
 
-def auc(pos, neg):
-    """P(a true crop's score is above an edit crop's): 0.5 = the critic cannot tell them apart."""
-    pos, neg = np.asarray(pos), np.asarray(neg)
-    if not len(pos) or not len(neg):
-        return None
-    return round(float(((pos[:, None] > neg[None]) + 0.5 * (pos[:, None] == neg[None])).mean()), 3)
+def rounded(value):
+    return None if value is None else round(value, 3)
 
 
 def main(checkpoint: Path, model_dir: str, n: int) -> None:
     model = load_model(model_dir, "editor", "cpu")
-    dc = load_dc(checkpoint, model_dir, model.schema, model.size)
+    dc = load_critic(checkpoint, model_dir, model.schema, model.size, "DC")
     scenes = [sample_scene(s, scene_schema(model.schema, SCENES)) for s in test_seeds(n, SEED)]
-    probe = CropProbe(model, dc, scenes)
+    probe = CropProbe(model, dc, scenes, [render(sc, model.size) for sc in scenes])
     records = evaluate_edits(probe, {}, n=n, seed=SEED, size=model.size, progress=False,
                              scene_attributes=SCENES)["records"]
     parts = {"color": lambda r: r["attribute"] == "color",
@@ -99,9 +75,9 @@ def main(checkpoint: Path, model_dir: str, n: int) -> None:
         row = {"checkpoint": str(checkpoint), "model": model_dir, "n_scenes": n, "part": part,
                "conditional": dc.embed is not None, "edits": len(rows),
                "truth_accuracy": round(len(accepted) / len(rows), 3),
-               "critic_auc_true_vs_edit": auc(true, [p[1] for p in pairs]),
-               "critic_auc_true_vs_truth_rejected": auc(true, rejected),
-               "critic_auc_true_vs_truth_accepted": auc(true, accepted)}
+               "critic_auc_true_vs_edit": rounded(auc(true, [p[1] for p in pairs])),
+               "critic_auc_true_vs_truth_rejected": rounded(auc(true, rejected)),
+               "critic_auc_true_vs_truth_accepted": rounded(auc(true, accepted))}
         print(json.dumps(row), flush=True)
         with open(HERE / "dc_probe.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")

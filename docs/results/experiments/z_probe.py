@@ -38,20 +38,27 @@ class Probe:
         self.row_of = {r[0].tobytes(): i for i, r in enumerate(renders)}
         self.alpha_on_change = {}  # (scene, attribute, target) -> mean alpha over the change
 
-    def true_change(self, x, attribute: int, target) -> tuple[torch.Tensor, list]:
-        """[B,1,S,S]: the pixels, inside garment | arms, where each input and its true edit differ;
-        and each row's (scene, attribute, target value) key. The scene is found by its render,
-        as the editor interface passes only pixels."""
+    def true_edits(self, x, attribute: int, target) -> tuple[list, list]:
+        """Each row's true edit, rendered (image, masks), and its (scene, attribute, target value)
+        key. The scene is found by its render, as the editor interface passes only pixels."""
         attr = self.schema.attributes[attribute]
-        region, keys = torch.zeros_like(x[:, :1]), []
+        truths, keys = [], []
         for k, photo in enumerate(to_uint8(x)):
             i = self.row_of[photo.tobytes()]
             value = attr.values[int(target[k])]
-            truth, masks = render(self.scenes[i].with_attributes(**{attr.name: value}), x.shape[-1])
+            truths.append(render(self.scenes[i].with_attributes(**{attr.name: value}), x.shape[-1]))
+            keys.append((i, attr.name, value))
+        return truths, keys
+
+    def true_change(self, x, attribute: int, target) -> tuple[torch.Tensor, list]:
+        """[B,1,S,S]: the pixels, inside garment | arms, where each input and its true edit differ;
+        and each row's key (`true_edits`)."""
+        truths, keys = self.true_edits(x, attribute, target)
+        region = torch.zeros_like(x[:, :1])
+        for k, ((truth, masks), (i, _, _)) in enumerate(zip(truths, keys)):
             own = self.renders[i][1]
             inside = torch.as_tensor(masks["garment"] | masks["arms"] | own["garment"] | own["arms"])
             region[k, 0] = ((x[k] - to_tensor([truth])[0]).abs().amax(0) > CHANGE_THRESHOLD) & inside
-            keys.append((i, attr.name, value))
         return region, keys
 
     @torch.no_grad()
