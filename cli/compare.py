@@ -6,7 +6,7 @@ import click
 
 from amgan_search.cli.options import (SEED, WORKERS, attribute_list, check_own_folder,
                                       device_option, writable_dir)
-from amgan_search.index.compare_models import COMPARED
+from amgan_search.index.compare_models import COMPARED, PICKS
 
 
 @click.command()
@@ -31,6 +31,9 @@ from amgan_search.index.compare_models import COMPARED
 @click.option("--step", type=click.IntRange(min=1), default=None,
               help="The iteration to evaluate every method at, trained to first where not yet "
                    "reached [default: the largest every run has].")
+@click.option("--checkpoint", "pick", type=click.Choice(PICKS), default="step", show_default=True,
+              help="Each run's checkpoint: the one at --step, or the best by the truth's "
+                   "validation (train amgan --val-scenes) at or before it.")
 @click.option("--no-train", is_flag=True,
               help="Only evaluate what exists; refuse when a method lacks the step.")
 @click.option("--graders", default="", show_default=False,
@@ -50,7 +53,7 @@ from amgan_search.index.compare_models import COMPARED
               help="The benchmark's DataLoader workers.")
 @device_option()
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def compare(train_db, db, index_dir, runs, out, methods, iters, step, no_train, graders, sample,
+def compare(train_db, db, index_dir, runs, out, methods, iters, step, pick, no_train, graders, sample,
             sample_seed, edit_scenes, edit_seed, scene_attributes, workers, device, quiet) -> None:
     """Train (resume) every method to one iteration, benchmark them between real (the floor) and
     oracle (the ceiling), grade their edits, and write comparison.md/.json/.png, every number
@@ -62,7 +65,7 @@ def compare(train_db, db, index_dir, runs, out, methods, iters, step, no_train, 
     check_own_folder(out, OWN_NAMES)
     config = CompareConfig(
         train_db=train_db, db=db, index=index_dir, runs=runs, out=out, methods=_names(methods),
-        iters=iters, step=step, train=not no_train, graders=graders, sample=sample,
+        iters=iters, step=step, pick=pick, train=not no_train, graders=graders, sample=sample,
         sample_seed=sample_seed, edit_scenes=edit_scenes, edit_seed=edit_seed,
         scene_attributes=attribute_list(scene_attributes, "--scene-attributes",
                                         "color,sleeve,pattern,neckline"), workers=workers, device=device,

@@ -20,6 +20,11 @@ CAM_RUN, CAM_MODEL, MODELS = "cls-cam", "classifier-cam", "models"
 BENCHMARK, EDITS, SETTINGS = "benchmark", "edits", "compare.json"
 OWN_NAMES = (BENCHMARK, EDITS, SETTINGS, "comparison.json", "comparison.md", "comparison.png")
 KS = (1, 5, 10, 30)
+# Which checkpoint of each run is evaluated: the one at the common iteration (the paper's protocol,
+# one budget), or the best by the truth's validation at or before it (`train.validation`; our
+# choice: a GAN's grades swing from one checkpoint to the next, and a user ships the checkpoint the
+# truth picks, never the one a network it trained against would).
+PICKS = ("step", "best")
 EDIT_ATTRIBUTES = ("color", "sleeve")  # what the generators of the harder setting edit
 EDIT_SIZE = 64
 # The settings runs/compare/drive.sh trains with: the same widths, seed, data and schedule for all;
@@ -45,6 +50,7 @@ class CompareConfig:
     iters: int = 10000
     step: int | None = None           # None: the largest step every method has
     train: bool = True                # False: evaluate only what exists
+    pick: str = "step"                # PICKS: the checkpoint at `step`, or the best up to it
     graders: str = ""                 # CNN graders beside cam=RUNS/classifier-cam
     sample: int = 500
     sample_seed: int = 0
@@ -63,6 +69,8 @@ class CompareConfig:
         dup = next((m for m in self.methods if list(self.methods).count(m) > 1), None)
         if dup:
             raise UserError(f"method {dup!r} appears twice")
+        if self.pick not in PICKS:
+            raise UserError(f"unknown checkpoint pick {self.pick!r}; valid: {', '.join(PICKS)}")
         if self.step is not None and not 1 <= self.step <= self.iters:
             raise UserError(f"step {self.step} must be between 1 and iters ({self.iters})")
 
@@ -173,6 +181,20 @@ def plan(config: CompareConfig) -> tuple[int, list[str]]:
     return step, behind
 
 
+def best_step(config: CompareConfig, method: str, step: int) -> int:
+    """The iteration, at or before `step`, of the method's checkpoint the truth's validation scores
+    highest (the later on a tie), among those still evaluable."""
+    from amgan_search.train.validation import run_validation
+
+    have = evaluable_steps(config, method)
+    records, _ = run_validation(run_dir(config, method))
+    scored = [(r["score"], r["iter"]) for r in records if r["iter"] <= step and r["iter"] in have]
+    if not scored:
+        raise UserError(f"{run_dir(config, method)}: no checkpoint up to iteration {step} with a "
+                        "validation record and a checkpoint or exported model to evaluate")
+    return max(scored)[1]
+
+
 # -- training and exporting ---------------------------------------------------------------------
 
 def saved_settings(run: Path, config_class) -> dict:
@@ -260,14 +282,19 @@ def export_method(config: CompareConfig, method: str, step: int) -> Path:
 
 
 def prepare_models(config: CompareConfig, step: int, behind: Sequence[str],
-                   log: Callable[[str], None]) -> dict[str, Path]:
-    """Every method's model at `step`: those there exported first (a run training on elsewhere
-    removes old checkpoints), then the others trained to it and exported."""
-    models = {}
+                   log: Callable[[str], None]) -> dict[str, int]:
+    """The iteration each method is evaluated at (`step`, or its best up to it), its model
+    exported there: those there first (a run training on elsewhere removes old checkpoints), then
+    the others trained to `step` and exported."""
+    picked = {}
     for method in [m for m in config.methods if m not in behind] + list(behind):
         if method in behind:
             log(f"compare: training {method} to iteration {step}")
             train_method(config, method, step)
-        models[method] = export_method(config, method, step)
-    log(f"compare: models at iteration {step} in {Path(config.runs) / MODELS}")
-    return models
+        picked[method] = step if config.pick == "step" else best_step(config, method, step)
+        export_method(config, method, picked[method])
+    where = Path(config.runs) / MODELS
+    log(f"compare: models at iteration {step} in {where}" if config.pick == "step" else
+        f"compare: the truth's best up to iteration {step} in {where}: "
+        + ", ".join(f"{m} {s}" for m, s in picked.items()))
+    return picked

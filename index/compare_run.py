@@ -5,7 +5,7 @@
 2. every method's run `RUNS/<method>` trained (resumed) to the common iteration `step`: a run
    that exists goes on with the settings its train_config.json records, a new one starts with
    those of runs/compare/drive.sh (TRAIN, CAM_TRAIN), so every method trains alike;
-3. each run's checkpoint at `step` exported to `RUNS/models/<method>-<step>` (runs keep only their
+3. each run's checkpoint at `step` (`--checkpoint best`: the truth's best up to it) exported to `RUNS/models/<method>-<step>` (runs keep only their
    last checkpoints, so an exported model is what keeps an iteration evaluable);
 4. the benchmark (`index.benchmark`, resumable) of real, every method and oracle into OUT/benchmark;
 5. each generator's edits against the renderer's truth into OUT/edits/<method>.jsonl (kept when
@@ -42,12 +42,13 @@ def grader_spec(config: CompareConfig) -> str:
                     for name, path in pairs)
 
 
-def settings(config: CompareConfig, step: int, spec: str) -> dict:
-    """What OUT/compare.json records: the step, the data, the graders and the models."""
-    return {"step": step, "db": str(Path(config.db).resolve()),
+def settings(config: CompareConfig, step: int, spec: str, picked: dict[str, int]) -> dict:
+    """What OUT/compare.json records: the step, the pick, the data, the graders and the models
+    (`picked`: each method's iteration; {} before they are known)."""
+    return {"step": step, "pick": config.pick, "db": str(Path(config.db).resolve()),
             "index": str(Path(config.index).resolve()), "sample": config.sample,
             "sample_seed": config.sample_seed, "graders": spec,
-            "models": {m: str(model_dir(config, m, step).resolve()) for m in config.methods}}
+            "models": {m: str(model_dir(config, m, s).resolve()) for m, s in picked.items()}}
 
 
 def check_settings(config: CompareConfig, now: dict) -> dict:
@@ -128,7 +129,7 @@ def _evaluate_edits(config: CompareConfig, model: Path, graders: dict) -> list[d
 
 # -- the report -----------------------------------------------------------------------------------
 
-def commands(config: CompareConfig, step: int) -> list[str]:
+def commands(config: CompareConfig, step: int, picked: dict[str, int]) -> list[str]:
     """This comparison's command line, and the training and export commands it stands for."""
     runs, q = Path(config.runs), shlex.quote
     lines = [compare_command(config, step)]
@@ -140,8 +141,8 @@ def commands(config: CompareConfig, step: int) -> list[str]:
         lines.append(f"amgan-search train amgan --db {q(config.train_db)} --out {runs / m} "
                      f"--method {m} --iters {config.iters} --stop-at {step} {_flags(TRAIN)}"
                      f" --val-scene-attributes {','.join(config.scene_attributes)}{cam} [--resume]")
-        lines.append(f"amgan-search train export {runs / m} --out {model_dir(config, m, step)} "
-                     f"--step {step}")
+        lines.append(f"amgan-search train export {runs / m} --out "
+                     f"{model_dir(config, m, picked[m])} --step {picked[m]}")
     return lines
 
 
@@ -160,7 +161,8 @@ def compare_command(config: CompareConfig, step: int) -> str:
     """The command line that repeats this comparison (at its step, whatever chose it)."""
     options = {"--train-db": config.train_db, "--db": config.db, "--index": config.index,
                "--runs": config.runs, "--out": config.out, "--methods": ",".join(config.methods),
-               "--iters": config.iters, "--step": step, "--graders": config.graders,
+               "--iters": config.iters, "--step": step, "--checkpoint": config.pick,
+               "--graders": config.graders,
                "--sample": config.sample, "--sample-seed": config.sample_seed,
                "--edit-scenes": config.edit_scenes, "--edit-seed": config.edit_seed,
                "--scene-attributes": ",".join(config.scene_attributes)}
@@ -168,7 +170,8 @@ def compare_command(config: CompareConfig, step: int) -> str:
                                               for k, v in options.items() if v != "")
 
 
-def report(config: CompareConfig, step: int, queries: Path, edit_records: dict, spec: str) -> dict:
+def report(config: CompareConfig, step: int, picked: dict[str, int], queries: Path,
+           edit_records: dict, spec: str) -> dict:
     """comparison.json, .md and .png from the records."""
     from amgan_search.index.comparison import comparison_table, write_comparison
     from amgan_search.index.search import Searcher
@@ -178,11 +181,12 @@ def report(config: CompareConfig, step: int, queries: Path, edit_records: dict, 
     names = ["real", *config.methods, "oracle"]
     searcher = Searcher(config.index)
     records = [r for r in read_jsonl(queries) if r.get("method") in names]
-    run = {"step": step, "iters": config.iters, "sample": config.sample,
+    run = {"step": step, "pick": config.pick, "picked": picked, "iters": config.iters,
+           "sample": config.sample,
            "sample_seed": config.sample_seed, "edit_scenes": config.edit_scenes,
            "edit_seed": config.edit_seed, "scene_attributes": list(config.scene_attributes),
            "train_db": config.train_db, "db": config.db, "index": config.index, "graders": spec,
-           "commands": commands(config, step)}
+           "commands": commands(config, step, picked)}
     table = comparison_table(records, edit_records, searcher.schema, KS,
                              [n for n, _ in parse_graders(spec)], gallery_ids=searcher.ids,
                              gallery_labels=searcher.labels, methods=names, run=run)
@@ -198,14 +202,16 @@ def run_comparison(config: CompareConfig, log: Callable[[str], None] | None = No
     config.check()
     step, behind = plan(config)
     spec = grader_spec(config)
-    merged = check_settings(config, settings(config, step, spec))  # before hours of training
+    check_settings(config, settings(config, step, spec, {}))  # before hours of training
     log(f"compare: iteration {step}" + (f"; to train: {', '.join(behind)}" if behind else ""))
     ensure_cam(config, log)
-    models = prepare_models(config, step, behind, log)
-    write_json(Path(config.out) / SETTINGS, merged)
+    picked = prepare_models(config, step, behind, log)
+    models = {m: model_dir(config, m, s) for m, s in picked.items()}
+    write_json(Path(config.out) / SETTINGS,
+               check_settings(config, settings(config, step, spec, picked)))
     log(f"compare: benchmark into {Path(config.out) / BENCHMARK}")
     queries = benchmark(config, models, spec)
     edit_records = edits(config, models, spec, log)
-    table = report(config, step, queries, edit_records, spec)
+    table = report(config, step, picked, queries, edit_records, spec)
     log(f"compare: wrote {Path(config.out)}/comparison.md, comparison.json, comparison.png")
     return table

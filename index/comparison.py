@@ -289,15 +289,23 @@ def _edit_section(table: dict) -> list[str]:
             *_table(["method", "fidelity reduction", "preservation", "attention IoU"], rows)]
 
 
+def _iteration_line(run: Mapping, step) -> str:
+    budget = (f"iteration {step if step is not None else '?'}"
+              + (f" of the {run['iters']} planned" if run.get("iters") else ""))
+    if run.get("pick") == "best":
+        picks = ", ".join(f"{m} {s}" for m, s in (run.get("picked") or {}).items())
+        return (f"Every generator at the checkpoint the truth's validation scores best up to "
+                f"{budget} (iterations = D updates; G every n_critic): {picks}.")
+    return f"Every generator evaluated at {budget} (iterations = D updates; G every n_critic)."
+
+
 def _setting_lines(table: dict) -> list[str]:
     run, tk, iv = table.get("run") or {}, table["table_k"], table["interval"]
     step = run.get("step")
     chance = table.get(f"chance_top{tk}")
     matches = table.get("matches_per_target")
     return [
-        f"Every generator evaluated at iteration {step if step is not None else '?'}"
-        + (f" of the {run['iters']} planned" if run.get("iters") else "")
-        + " (iterations = D updates; G every n_critic).",
+        _iteration_line(run, step),
         f"Queries: {table['queries']} query images"
         + (f" (a random sample of the test split, seed {run.get('sample_seed', 0)})"
            if run.get("sample") else "")

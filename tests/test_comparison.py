@@ -271,6 +271,47 @@ def test_the_default_step_is_the_largest_every_method_has(tmp_path):
                                                                                       ["ganimation"])
 
 
+def _validated(run_dir: Path, scores: dict[int, float]) -> None:
+    """A run's log.jsonl with one validation record per iteration (and a training record)."""
+    records = [{"event": "train", "iter": 1}] + [
+        {"event": "validation", "iter": i, "score": s, "per_attribute": {}} for i, s in scores.items()]
+    (run_dir / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_checkpoint_best_is_the_truths_best_evaluable_one_up_to_the_step(tmp_path):
+    runs = tmp_path / "runs"
+    fake_checkpoint(runs / "amgan", 1500, 2000)
+    fake_model(runs / "models" / "amgan-500", "amgan", 500)
+    fake_model(runs / "models" / "amgan-1000", "amgan", 1000)
+    _validated(runs / "amgan", {500: 0.3, 1000: 0.5, 1500: 0.4, 2000: 0.9})
+    config = _config(tmp_path, methods=["amgan"], pick="best")
+    assert compare_models.best_step(config, "amgan", 1500) == 1000  # 2000 is past the budget
+    assert compare_models.best_step(config, "amgan", 2000) == 2000
+    _validated(runs / "amgan", {500: 0.3, 1000: 0.5, 1500: 0.5, 2000: 0.9})
+    assert compare_models.best_step(config, "amgan", 1500) == 1500  # a tie: the later
+    # a checkpoint neither kept nor exported cannot be picked, however it scored
+    _validated(runs / "amgan", {250: 0.99, 500: 0.3})
+    assert compare_models.best_step(config, "amgan", 1500) == 500
+    with pytest.raises(UserError, match="no checkpoint up to iteration 400"):
+        compare_models.best_step(config, "amgan", 400)
+    with pytest.raises(UserError, match="no validation records"):
+        _validated(runs / "amgan", {})
+        compare_models.best_step(config, "amgan", 1500)
+    with pytest.raises(UserError, match="unknown checkpoint pick"):
+        _config(tmp_path, methods=["amgan"], pick="last").check()
+
+
+def test_the_report_names_each_methods_pick():
+    from amgan_search.index.comparison import _iteration_line
+
+    line = _iteration_line({"pick": "best", "picked": {"amgan": 4500, "stargan": 5000},
+                            "iters": 10000}, 5000)
+    assert "best up to iteration 5000 of the 10000 planned" in line
+    assert "amgan 4500, stargan 5000" in line
+    assert _iteration_line({"pick": "step", "iters": 10000}, 5000).startswith(
+        "Every generator evaluated at iteration 5000 of the 10000 planned")
+
+
 def test_the_training_settings_are_the_drivers_and_the_cam_family_trains_against_the_cam():
     assert [m for m in compare_models.COMPARED if compare_models.needs_cam(m)] == [
         "amgan", "no-dc", "no-perceptual", "no-attention-loss", "cam-as-mask"]
@@ -395,12 +436,16 @@ def test_a_real_run_trains_to_the_step_and_exports_there(tmp_path):
                                        scene_attributes=("color", "sleeve"))
     step, behind = compare_models.plan(config)
     assert (step, behind) == (2, ["stargan"])
-    models = compare_models.prepare_models(config, step, behind, log=lambda line: None)
-    model = json.loads((models["stargan"] / "config.json").read_text())
+    picked = compare_models.prepare_models(config, step, behind, log=lambda line: None)
+    assert picked == {"stargan": 2}
+    model = json.loads((compare_models.model_dir(config, "stargan", 2) / "config.json").read_text())
     assert model["method"] == "stargan" and model["iterations"] == 2
     assert model["exported_from"]["checkpoint"] == "step-0000002"
-    picked = json.loads((tmp_path / "runs" / "stargan" / "best" / "config.json").read_text())
-    assert picked["picked_by"]["step"] == 2 and picked["picked_by"]["scenes"] == 32
+    best = json.loads((tmp_path / "runs" / "stargan" / "best" / "config.json").read_text())
+    assert best["picked_by"]["step"] == 2 and best["picked_by"]["scenes"] == 32
     # Now the step is there: nothing to train, the model is kept.
     assert compare_models.plan(config) == (2, [])
-    assert compare_models.prepare_models(config, 2, [], log=lambda line: None) == models
+    assert compare_models.prepare_models(config, 2, [], log=lambda line: None) == picked
+    # the truth's best up to the step is its only validated checkpoint here
+    config.pick = "best"
+    assert compare_models.prepare_models(config, 2, [], log=lambda line: None) == picked
