@@ -53,8 +53,9 @@ from amgan_search.index.compare_models import COMPARED, PICKS
               help="The benchmark's DataLoader workers.")
 @device_option()
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def compare(train_db, db, index_dir, runs, out, methods, iters, step, pick, no_train, graders, sample,
-            sample_seed, edit_scenes, edit_seed, scene_attributes, workers, device, quiet) -> None:
+def compare(train_db, db, index_dir, runs, out, methods, iters, step, pick, no_train, graders,
+            sample, sample_seed, edit_scenes, edit_seed, scene_attributes, workers, device,
+            quiet) -> None:
     """Train (resume) every method to one iteration, benchmark them between real (the floor) and
     oracle (the ceiling), grade their edits, and write comparison.md/.json/.png, every number
     with a 95% interval over queries."""

@@ -5,8 +5,9 @@
 2. every method's run `RUNS/<method>` trained (resumed) to the common iteration `step`: a run
    that exists goes on with the settings its train_config.json records, a new one starts with
    those of runs/compare/drive.sh (TRAIN, CAM_TRAIN), so every method trains alike;
-3. each run's checkpoint at `step` (`--checkpoint best`: the truth's best up to it) exported to `RUNS/models/<method>-<step>` (runs keep only their
-   last checkpoints, so an exported model is what keeps an iteration evaluable);
+3. each run's checkpoint at `step` (`--checkpoint best`: the one the truth's validation scores
+   best up to it) exported to `RUNS/models/<method>-<iteration>` (runs keep only their last
+   checkpoints, so an exported model is what keeps an iteration evaluable);
 4. the benchmark (`index.benchmark`, resumable) of real, every method and oracle into OUT/benchmark;
 5. each generator's edits against the renderer's truth into OUT/edits/<method>.jsonl (kept when
    its OUT/edits/<method>.json says the same settings);

@@ -274,7 +274,8 @@ def test_the_default_step_is_the_largest_every_method_has(tmp_path):
 def _validated(run_dir: Path, scores: dict[int, float]) -> None:
     """A run's log.jsonl with one validation record per iteration (and a training record)."""
     records = [{"event": "train", "iter": 1}] + [
-        {"event": "validation", "iter": i, "score": s, "per_attribute": {}} for i, s in scores.items()]
+        {"event": "validation", "iter": i, "score": s, "per_attribute": {}}
+        for i, s in scores.items()]
     (run_dir / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
