@@ -24,7 +24,8 @@ from safetensors.torch import save_file  # noqa: E402
 
 from amgan_search.images import to_tensor  # noqa: E402
 from amgan_search.io import JsonlWriter, atomic_path, write_text  # noqa: E402
-from amgan_search.metrics.edits import evaluate_edits, markdown_table, scene_schema  # noqa: E402
+from amgan_search.metrics.edits import (evaluate_edits, markdown_table, scene_schema,  # noqa: E402
+                                        summarize)
 from amgan_search.nets.amgan import EditNet  # noqa: E402
 from amgan_search.registry import load_graders, load_model  # noqa: E402
 from amgan_search.synthetic import render  # noqa: E402
@@ -71,10 +72,9 @@ def grade(model, graders, step: int, scene_attributes) -> dict:
                        ("sleeve, shorter", shortens),
                        ("sleeve, longer", lambda r: r["attribute"] == "sleeve" and not shortens(r))):
         rs = [r for r in results["records"] if keep(r)]
-        row[part] = {"edits": len(rs),
-                     "truth": round(float(np.mean([r["truth"] == r["target"] for r in rs])), 3),
-                     "eval": round(float(np.mean([r["predicted"]["eval"] == r["target"]
-                                                  for r in rs])), 3)}
+        (summary,) = summarize(rs)["per_attribute"].values()  # one attribute per part
+        row[part] = {"edits": len(rs), "truth": round(summary["truth_accuracy"], 3),
+                     "eval": round(summary["accuracy"]["eval"], 3)}
     for a in ("color", "sleeve"):
         row[f"{a} fidelity"] = round(results["per_attribute"][a]["fidelity_reduction"], 3)
     row["preservation"] = round(results["mean"]["preservation"], 4)
@@ -109,8 +109,8 @@ def main(model_dir: str, catalog: str, steps: list[int], scene_attributes) -> No
             row = {"model": model_dir, "catalog": catalog, "scenes": scene_attributes,
                    **grade(model, graders, step, scene_attributes)}
             print(json.dumps(row), flush=True)
-            with open(HERE / "supervised_probe.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+            with JsonlWriter(HERE / "supervised_probe.jsonl") as rows:
+                rows.write([row])
 
 
 if __name__ == "__main__":
