@@ -62,9 +62,20 @@ def classification_loss(logits: Sequence[torch.Tensor], labels: torch.Tensor) ->
     return total
 
 
-def cycle_loss(x: torch.Tensor, x_rec: torch.Tensor) -> torch.Tensor:
-    """L_cyc: L1 between x and G(G(x, m_target), m_original)."""
-    return (x - x_rec).abs().mean()
+def cycle_loss(x: torch.Tensor, x_rec: torch.Tensor,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
+    """L_cyc: L1 between x and G(G(x, m_target), m_original).
+
+    `weight` [B, 1, H, W] (no gradient) weighs each pixel; the mean stays over every pixel, so a
+    weight of ones is the paper's loss and a smaller region weighs less.
+    """
+    d = (x - x_rec).abs()
+    return (d if weight is None else d * weight.detach()).mean()
+
+
+def alpha_binary_loss(alpha: torch.Tensor) -> torch.Tensor:
+    """mean(4 alpha (1 - alpha)): 1 for a half-open mask, 0 where alpha is 0 or 1."""
+    return (4 * alpha * (1 - alpha)).mean()
 
 
 def attention_loss(alpha: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ METHODS = ("amgan", "stargan", "ganimation", "sagan", "no-dc", "no-perceptual",
            "no-attention-loss", "cam-as-mask")
 UPSAMPLINGS = ("resize", "deconv")  # amgan.UPSAMPLINGS, the default first
 CONDITIONAL_CRITICS = ("none", "dc", "all")  # config.CONDITIONAL_CRITICS
+CYCLE_REGIONS = ("all", "kept")  # config.CYCLE_REGIONS
 
 
 # The classifier's ResNet depths, repeated for the same reason (nets.classifier.ARCHS).
@@ -134,6 +135,11 @@ def train_classifier(db_path, output_stride, quiet, **options) -> None:
               show_default=True,
               help="Tell the critics the values they judge each image under (a photo its own, "
                    "an edit the target): none (the paper), dc (D_C), all (D_I and D_C).")
+@click.option("--cycle-region", type=click.Choice(CYCLE_REGIONS), default="all", show_default=True,
+              help="Pixels L_cyc asks back: all (the paper) or kept (weighted by 1 - alpha of "
+                   "the forward edit: only what the edit left alone).")
+@click.option("--lambda-alpha-binary", type=NOT_NEGATIVE, default=0.0, show_default=True,
+              help="Weight of mean(4 alpha (1 - alpha)), pushing alpha to 0 or 1 (0: the paper).")
 @click.option("--avgpool-only", is_flag=True,
               help="L_p on avg-pool features only (the paper's Shopping100k setting).")
 # -- architecture

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from amgan_search.losses import (attention_loss, classification_loss, cycle_loss, d_adversarial,
-                                 g_adversarial, gradient_penalty, mask_regularizer, perceptual_loss)
+from amgan_search.losses import (alpha_binary_loss, attention_loss, classification_loss,
+                                 cycle_loss, d_adversarial, g_adversarial, gradient_penalty,
+                                 mask_regularizer, perceptual_loss)
 
 
 def test_wgan_terms_are_differences_of_critic_means():
@@ -89,3 +90,17 @@ def test_perceptual_loss_masks_samples_without_reference():
     assert perceptual_loss(f_fake, f_ref, p_fake, p_ref, mask=torch.zeros(2)).item() == 0.0
     assert perceptual_loss(f_fake, f_ref, p_fake, p_ref, norm="l2",
                            mask=torch.tensor([0.0, 1.0])).item() == pytest.approx(2 * 49)
+
+
+def test_a_weighted_cycle_counts_only_the_weighted_pixels_over_every_pixel():
+    x = torch.zeros(1, 3, 2, 2)
+    rec = torch.ones(1, 3, 2, 2)
+    assert cycle_loss(x, rec).item() == 1.0
+    w = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    assert cycle_loss(x, rec, w).item() == pytest.approx(0.25)
+    assert cycle_loss(x, rec, torch.ones(1, 1, 2, 2)).item() == 1.0
+
+
+def test_the_alpha_binary_term_is_one_half_open_and_zero_at_the_ends():
+    assert alpha_binary_loss(torch.full((1, 1, 2, 2), 0.5)).item() == pytest.approx(1.0)
+    assert alpha_binary_loss(torch.tensor([[[[0.0, 1.0]]]])).item() == 0.0

@@ -112,6 +112,43 @@ def test_a_conditional_critic_starts_as_the_papers_and_learns_what_it_is_told(tm
         assert np.isfinite(g["G/loss"])
 
 
+def _first_g_step(tmp_path, x, y, **kw):
+    """A fresh trainer of tiny_config(**kw) and its first G update's logs, with the same initial
+    weights and targets whatever kw says."""
+    torch.manual_seed(0)
+    trainer = AmganTrainer(tiny_config(tmp_path, **kw), SCHEMA, TinyClassifier())
+    torch.manual_seed(1)
+    return trainer.g_step(x, y, 1, reference=lambda trg, a: (x, torch.ones(4)))
+
+
+def test_the_kept_cycle_asks_back_only_what_alpha_left_alone(tmp_path):
+    """cycle_region "kept" weighs the paper's L_cyc by 1 - alpha: smaller, same everything else."""
+    x, y = _tiny_batch()
+    paper = _first_g_step(tmp_path, x, y)
+    kept = _first_g_step(tmp_path, x, y, cycle_region="kept")
+    assert 0 < kept["G/cyc"] < paper["G/cyc"]
+    assert kept["G/adv"] == pytest.approx(paper["G/adv"], rel=1e-6)
+    assert kept["G/loss"] == pytest.approx(
+        paper["G/loss"] - 10.0 * (paper["G/cyc"] - kept["G/cyc"]), rel=1e-5)
+
+
+def test_the_alpha_binary_term_adds_its_weight_times_the_half_open_share(tmp_path):
+    x, y = _tiny_batch()
+    paper = _first_g_step(tmp_path, x, y)
+    sharp = _first_g_step(tmp_path, x, y, lambda_alpha_binary=3.0)
+    assert "G/alpha_bin" not in paper and 0 < sharp["G/alpha_bin"] <= 1
+    assert sharp["G/loss"] == pytest.approx(paper["G/loss"] + 3.0 * sharp["G/alpha_bin"],
+                                            rel=1e-5)
+
+
+def test_cycle_and_alpha_options_need_a_mask():
+    for bad in (dict(cycle_region="kept"), dict(lambda_alpha_binary=1.0)):
+        with pytest.raises(UserError, match="need an attention mask"):
+            AmganConfig(method="stargan", **bad)
+    with pytest.raises(UserError, match="unknown cycle_region"):
+        AmganConfig(cycle_region="inside")
+
+
 def test_a_conditional_critic_run_keeps_its_critics_in_the_checkpoint_only(tmp_path):
     out, _ = _train(tmp_path, conditional_critic="all", ckpt_every=2)
     tensors, _ = ckpt.load_checkpoint(ckpt.latest_checkpoint(out))

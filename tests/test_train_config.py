@@ -27,10 +27,12 @@ def test_presets_fill_the_method_and_bad_values_are_user_errors():
 def test_cli_methods_match_the_presets():
     from amgan_search.cli.train import METHODS
     from amgan_search.cli.train import CONDITIONAL_CRITICS as CLI_CRITICS
+    from amgan_search.cli.train import CYCLE_REGIONS as CLI_CYCLE_REGIONS
     from amgan_search.cli.train import UPSAMPLINGS as CLI_UPSAMPLINGS
     from amgan_search.nets.amgan import UPSAMPLINGS
-    from amgan_search.train.config import CONDITIONAL_CRITICS
+    from amgan_search.train.config import CONDITIONAL_CRITICS, CYCLE_REGIONS
 
     assert list(METHODS) == list(PRESETS)
     assert sorted(CLI_UPSAMPLINGS) == sorted(UPSAMPLINGS)
     assert list(CLI_CRITICS) == list(CONDITIONAL_CRITICS)
+    assert list(CLI_CYCLE_REGIONS) == list(CYCLE_REGIONS)

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from amgan_search.errors import UserError
-from amgan_search.losses import (attention_loss, classification_loss, cycle_loss, d_adversarial,
-                                 g_adversarial, gradient_penalty, mask_regularizer, perceptual_loss)
+from amgan_search.losses import (alpha_binary_loss, attention_loss, classification_loss,
+                                 cycle_loss, d_adversarial, g_adversarial, gradient_penalty,
+                                 mask_regularizer, perceptual_loss)
 from amgan_search.nets.amgan import Discriminator, EditNet, attention_crop
 from amgan_search.nets.classifier import classifier_input, compute_cam
 from amgan_search.schema import Schema
@@ -178,7 +179,8 @@ class AmganTrainer:
                     g_cls = g_cls + classification_loss(cls_c, trg)
                 # Cycle: back to the original values; with the CAM as alpha, the same region.
                 x_rec, _, _ = _unwrap(self.net)(x_fake, c_org, alpha=cam)
-                g_cyc = cycle_loss(x, x_rec.float())
+                kept = 1 - alpha.float() if cfg.cycle_region == "kept" else None
+                g_cyc = cycle_loss(x, x_rec.float(), kept)
                 g_loss = g_adv + cfg.lambda_cls * g_cls + cfg.lambda_cyc * g_cyc
                 logs.update({"G/adv": g_adv.item(), "G/cls": g_cls.item(), "G/cyc": g_cyc.item()})
                 if cfg.attention_loss == "cam":
@@ -189,6 +191,10 @@ class AmganTrainer:
                     g_att = mask_regularizer(alpha.float())
                     g_loss = g_loss + cfg.lambda_mask * g_att
                     logs["G/mask"] = g_att.item()
+                if cfg.lambda_alpha_binary:
+                    g_bin = alpha_binary_loss(alpha.float())
+                    g_loss = g_loss + cfg.lambda_alpha_binary * g_bin
+                    logs["G/alpha_bin"] = g_bin.item()
                 if cfg.use_perceptual and reference is not None:
                     g_per = self._perceptual(x_fake, trg, attribute, reference)
                     g_loss = g_loss + cfg.lambda_p * g_per
