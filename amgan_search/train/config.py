@@ -84,8 +84,9 @@ class AmganConfig:
     cycle_region: str = "all"
     # Our option, 0 in the paper: lambda * mean(4 alpha (1 - alpha)) pushes alpha to 0 or 1, so
     # what an edit opens shows z alone, not z over the photo (a sleeve seen through a smear).
-    # Measured at 10 from scratch to 4,000 iterations: preservation halved, shortening +0.108,
-    # sleeve truth 0.407 (README, the experiments); one run: off.
+    # Measured at 10 from scratch to 4,000 and 5,000 iterations: preservation about halved,
+    # shortening +0.108 and +0.081, sleeve truth 0.407 and 0.380 (README, the experiments);
+    # one run: off.
     lambda_alpha_binary: float = 0.0
     perceptual_conv5: bool = True         # False: avg-pool features only (Shopping100k)
     # conv5 maps finer than this are average-pooled to it for L_p. Our choice: the paper's
