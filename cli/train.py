@@ -140,6 +140,10 @@ def train_classifier(db_path, output_stride, quiet, **options) -> None:
                    "the forward edit: only what the edit left alone).")
 @click.option("--lambda-alpha-binary", type=NOT_NEGATIVE, default=0.0, show_default=True,
               help="Weight of mean(4 alpha (1 - alpha)), pushing alpha to 0 or 1 (0: the paper).")
+@click.option("--diff-augment", default=None, metavar="POLICIES",
+              help="Random transforms in front of the critics for photos and edits, in both "
+                   "updates (DiffAugment), comma-separated: translation, cutout, blur "
+                   "[default: none, the paper].")
 @click.option("--avgpool-only", is_flag=True,
               help="L_p on avg-pool features only (the paper's Shopping100k setting).")
 # -- architecture
@@ -179,14 +183,16 @@ def train_classifier(db_path, output_stride, quiet, **options) -> None:
               help="Attributes the validation scenes are drawn with, comma-separated, the "
                    "catalog's among them (the harder setting: color,sleeve,pattern,neckline). "
                    "[default: the catalog's]")
-def train_amgan(split, avgpool_only, val_scene_attributes, **options) -> None:
+def train_amgan(split, avgpool_only, val_scene_attributes, diff_augment, **options) -> None:
     """Train AMGAN or a baseline; works the same under `torchrun --nproc_per_node N`."""
     from amgan_search.cli.options import attribute_list
     from amgan_search.train.amgan import train_amgan as run
     from amgan_search.train.config import AmganConfig
 
     names = attribute_list(val_scene_attributes, "--val-scene-attributes")
+    policies = tuple(p.strip() for p in (diff_augment or "").split(",") if p.strip())
     config = AmganConfig(split=split or None, perceptual_conv5=not avgpool_only,
+                         diff_augment=policies,
                          val_scene_attributes=tuple(names) if names else None, **options)
     with _resume_named():
         path = run(config)

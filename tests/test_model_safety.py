@@ -338,6 +338,13 @@ def test_out_of_range_training_flags_are_one_line(world, tmp_path, flag, value):
     assert not (tmp_path / "r").exists()
 
 
+def test_an_unknown_augmentation_policy_is_one_line(world, tmp_path):
+    result = run("train", "amgan", "--db", world["db"], "--out", tmp_path / "r",
+                 "--diff-augment", "translation,color")
+    assert_one_line(result, "diff_augment policy 'color'")
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("flag,value", [("--size", "100000"), ("--epochs", "0"), ("--lr", "-1"),
                                         ("--seed", "-1"), ("--val-fraction", "1"),
                                         ("--batch-size", "0"), ("--weight-decay", "-0.1")])

@@ -27,6 +27,7 @@ from amgan_search.nets.classifier import classifier_input, compute_cam
 from amgan_search.schema import Schema
 from amgan_search.train.batches import sample_targets
 from amgan_search.train.config import AmganConfig
+from amgan_search.train.diffaug import diff_augment
 
 
 def _unwrap(m):
@@ -131,8 +132,15 @@ class AmganTrainer:
         """[B, M] value indices -> [B, N] N-hot on the device: what a conditional critic hears."""
         return self.schema.onehot(indices).to(self.device)
 
+    def _seen(self, x):
+        """What a critic sees of x: itself, or x through `--diff-augment`'s random transforms."""
+        return diff_augment(x, self.cfg.diff_augment) if self.cfg.diff_augment else x
+
     def _critic_loss(self, D, real, fake, labels, name, logs, told):
         b = real.size(0)
+        # Photos and edits through the same kind of transform, each image its own draw; the
+        # penalty's lines then run between what the critic saw.
+        real, fake = self._seen(real), self._seen(fake)
         values = _told(_unwrap(D), None if told is None else torch.cat(told))
         with self.autocast():
             # One forward through the (DDP-wrapped) critic for real and fake together.
@@ -169,12 +177,12 @@ class AmganTrainer:
             with self.autocast():
                 x_fake, alpha, _ = self.net(x, c_trg, alpha=cam)
                 told = self._values(trg) if cfg.conditional_critic != "none" else None
-                src, cls = critics[0](x_fake, _told(critics[0], told))
+                src, cls = critics[0](self._seen(x_fake), _told(critics[0], told))
                 g_adv = g_adversarial(src.float())
                 g_cls = classification_loss(cls, trg)
                 if self.DC is not None:
                     _, x_fake_c, _ = attention_crop(alpha, x, x_fake, cfg.size // 2)
-                    src_c, cls_c = critics[1](x_fake_c, _told(critics[1], told))
+                    src_c, cls_c = critics[1](self._seen(x_fake_c), _told(critics[1], told))
                     g_adv = g_adv + g_adversarial(src_c.float())
                     g_cls = g_cls + classification_loss(cls_c, trg)
                 # Cycle: back to the original values; with the CAM as alpha, the same region.
