@@ -8,6 +8,7 @@ from typing import Any
 from amgan_search.errors import UserError
 from amgan_search.nets.amgan import ATTENTIONS, UPSAMPLINGS
 from amgan_search.train.checks import SEED_MAX, TRAIN_SIZES, choice, number, whole
+from amgan_search.train.diffaug import POLICIES
 
 # Each method: where alpha comes from, what guides it, and which of D_C / L_p it uses.
 # attention: generator | none | separate (SaGAN's network) | cam (the CAM is alpha)
@@ -173,8 +174,6 @@ class AmganConfig:
             raise UserError(f"stop_at {self.stop_at} must be between 1 and iters ({self.iters})")
 
     def _check_diff_augment(self) -> None:
-        from amgan_search.train.diffaug import POLICIES
-
         if isinstance(self.diff_augment, str) or not isinstance(self.diff_augment, (tuple, list)):
             raise UserError(f"diff_augment must be a list of {', '.join(POLICIES)}, "
                             f"got {self.diff_augment!r}")

@@ -134,7 +134,7 @@ class AmganTrainer:
 
     def _seen(self, x):
         """What a critic sees of x: itself, or x through `--diff-augment`'s random transforms."""
-        return diff_augment(x, self.cfg.diff_augment) if self.cfg.diff_augment else x
+        return diff_augment(x, self.cfg.diff_augment)
 
     def _critic_loss(self, D, real, fake, labels, name, logs, told):
         b = real.size(0)
