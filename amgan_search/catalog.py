@@ -29,7 +29,7 @@ import numpy as np
 
 from amgan_search import __version__, db_checksum
 from amgan_search.errors import UserError
-from amgan_search.io import atomic_path, check_parents, writer_lock
+from amgan_search.io import atomic_path, check_parents, check_regular, writer_lock
 from amgan_search.outputs import claim_file
 from amgan_search.schema import MISSING, Schema
 from amgan_search.sources import (CATEGORY, GENDER, Source, check_column_names, check_images_decode,
@@ -198,8 +198,9 @@ class Catalog:
             return self.conn.execute(sql, list(params)).fetchall()
 
     def _load_header(self, check: bool) -> None:
-        if not self.path.is_file():
+        if not self.path.exists():
             raise UserError(f"{self.path}: no such catalog DB (create one with `amgan-search catalog import`)")
+        check_regular(self.path)  # a FIFO would block the checksum's read
         if not db_checksum.is_sqlite(self.path):
             raise UserError(f"{self.path}: not a catalog DB")
         if check and db_checksum.verify(self.path) is False:
@@ -305,6 +306,9 @@ class Catalog:
             col = _q(attr.name)
             for split, value, n in self._rows(
                     f"SELECT split, {col}, COUNT(*) FROM {ITEMS} GROUP BY split, {col}"):
+                if value is not None and value not in attr.values:
+                    raise UserError(f"{self.path}: damaged catalog DB ({attr.name} value "
+                                    f"{value!r} is not one of its values); import it again")
                 for key in (split, "all"):
                     if value is None:
                         result[key]["missing"][attr.name] += n

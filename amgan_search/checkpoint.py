@@ -4,17 +4,25 @@ A model directory holds `config.json` (what the model is: kind, schema, architec
 was trained), `model.safetensors` (the weights), `SHA256SUMS` (their digests, checked on every
 load) and the marker of a model folder (`outputs.MARKER`). A training run directory holds the
 same, plus `checkpoints/step-NNNNNNN/` each with `model.safetensors`, `state.pt` (optimiser, RNG
-and iteration state) and their `SHA256SUMS`, and `checkpoints/latest` naming the newest complete
-one. Every file is written under a temporary name and renamed into place (`amgan_search.io`), so a
-killed run never leaves a half-written file where a reader looks. Nothing is ever unpickled:
-weights are safetensors, state is loaded with `torch.load(weights_only=True)`.
+and iteration state) and their `SHA256SUMS`, and `checkpoints/latest` naming the newest one for
+people: readers take the newest complete `step-N` folder itself (`latest_checkpoint`), so a kill
+between a checkpoint's rename and the pointer's loses nothing. Every file is written under a
+temporary name and renamed into place (`amgan_search.io`), so a killed run never leaves a
+half-written file where a reader looks. Nothing is ever unpickled: weights are safetensors, state
+is loaded with `torch.load(weights_only=True)`.
 
-Folders written before digests were recorded (no SHA256SUMS) still load, unchecked: runs and
-models users trained earlier stay usable; `amgan-search model checksum DIR` records them.
+Every safetensors file records the sha256 of its tensor data in its own metadata (`data_sha256`),
+a record that travels with the file. No load without a check: a folder with SHA256SUMS is checked
+against it; a folder marked as the tool's (`outputs.MARKER`) without one is refused (its sums were
+lost, or it was tampered with; `amgan-search model checksum` says what vouches for its weights);
+an unmarked folder without one (written before digests were recorded) loads when its weights'
+own record holds, and unchecked only when they carry none, as before.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -25,20 +33,23 @@ from typing import Any, Iterable, Mapping
 from amgan_search.errors import UserError
 from amgan_search.integrity import SUMS, file_sha256, read_sums, verify, write_sums
 from amgan_search.io import atomic_dir, atomic_path, read_json, remove_stale, write_json, write_text
-from amgan_search.outputs import mark
+from amgan_search.outputs import MARKER, carry_over, mark
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
 MODEL_FILES = (WEIGHTS, CONFIG)       # what a model folder's SHA256SUMS covers
 CHECKPOINT_FILES = (WEIGHTS, STATE)   # and a checkpoint's
+DATA_SHA256 = "data_sha256"           # the safetensors metadata key of the tensor data's digest
 _STEP = re.compile(r"^step-(\d+)$")
 
 
 def save_weights(path: str | os.PathLike, tensors: Mapping[str, Any], half: bool = False,
                  metadata: Mapping[str, str] | None = None) -> None:
-    """Tensors -> safetensors, atomically; `half` stores floating tensors as fp16 (shipped models)."""
-    from safetensors.torch import save_file
+    """Tensors -> safetensors, atomically; `half` stores floating tensors as fp16 (shipped models).
+    The sha256 of the tensor data goes into the file's metadata (`DATA_SHA256`): serialised once
+    to take it (the data's layout does not depend on the metadata), then written with it."""
+    from safetensors.torch import save, save_file
 
     out = {}
     for name, t in tensors.items():
@@ -46,8 +57,42 @@ def save_weights(path: str | os.PathLike, tensors: Mapping[str, Any], half: bool
         if half and t.is_floating_point():
             t = t.half()
         out[name] = t
+    blob = save(out)
+    digest = hashlib.sha256(memoryview(blob)[8 + int.from_bytes(blob[:8], "little"):]).hexdigest()
+    del blob
     with atomic_path(path) as tmp:
-        save_file(out, str(tmp), metadata=dict(metadata or {}))
+        save_file(out, str(tmp), metadata={**dict(metadata or {}), DATA_SHA256: digest})
+
+
+def data_digests(path: str | os.PathLike) -> tuple[str | None, str]:
+    """(the tensor data's sha256 a safetensors file records in its metadata, or None when it
+    records none; the sha256 of its data as it is now)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 2 <= n <= 100 * 2**20:
+                raise ValueError("no safetensors header")
+            header = json.loads(f.read(n))
+            recorded = (header.get("__metadata__") or {}).get(DATA_SHA256)
+            digest = hashlib.sha256()
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    except (OSError, ValueError, AttributeError) as exc:
+        raise UserError(f"{path}: corrupt or unreadable weights ({exc})") from None
+    return (recorded if isinstance(recorded, str) else None), digest.hexdigest()
+
+
+def check_data_digest(path: str | os.PathLike) -> bool:
+    """Check a safetensors file against the data digest its metadata records (a one-line
+    UserError when they differ); False when it records none."""
+    recorded, actual = data_digests(path)
+    if recorded is None:
+        return False
+    if recorded != actual:
+        raise UserError(f"{path}: damaged (the sha256 of its tensor data differs from the one its "
+                        "metadata records)")
+    return True
 
 
 def load_weights(path: str | os.PathLike, device: str = "cpu") -> dict:
@@ -101,11 +146,27 @@ def _stamp(path: Path) -> tuple:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
+class Unsummed(UserError):
+    """A folder marked as the tool's without its SHA256SUMS: its files cannot be checked."""
+
+    def __init__(self, folder: Path):
+        super().__init__(f"{folder / SUMS}: missing, though {folder} is marked as written by "
+                         f"amgan-search, so its files cannot be checked; `amgan-search model "
+                         f"checksum {folder}` says what vouches for them")
+
+
 def verify_dir(folder: str | os.PathLike, names: Iterable[str]) -> bool:
     """`integrity.verify` of `names` in `folder`, each file checked once per process while it stays
-    unchanged. False: the folder has no SHA256SUMS (written before they were recorded)."""
+    unchanged. Without SHA256SUMS: a folder marked as the tool's is refused (`Unsummed`); an
+    unmarked one (written before sums were recorded) has its weights checked against the digest
+    their metadata records, where they record one. False: the folder has no SHA256SUMS."""
     folder = Path(folder)
+    names = list(names)
     if not (folder / SUMS).is_file():
+        if (folder / MARKER).is_file():
+            raise Unsummed(folder)
+        if WEIGHTS in names and (folder / WEIGHTS).is_file():
+            check_data_digest(folder / WEIGHTS)
         return False
     for name in names:
         try:
@@ -121,11 +182,11 @@ def verify_dir(folder: str | os.PathLike, names: Iterable[str]) -> bool:
 
 def weights_sha256(folder: str | os.PathLike) -> str:
     """sha256 of a model folder's model.safetensors: the one its SHA256SUMS records once checked
-    (so no second read), else computed."""
+    (so no second read), else computed (the caller compares it with a record of its own)."""
     folder = Path(folder)
     if not (folder / WEIGHTS).is_file():
         raise UserError(f"{folder / WEIGHTS}: no such weights file")
-    if verify_dir(folder, [WEIGHTS]):
+    if (folder / SUMS).is_file() and verify_dir(folder, [WEIGHTS]):
         return read_sums(folder)[WEIGHTS]
     return file_sha256(folder / WEIGHTS)
 
@@ -148,19 +209,7 @@ def save_model_dir(path: str | os.PathLike, config: Mapping[str, Any],
         write_json(tmp / CONFIG, dict(config))
         write_sums(tmp, MODEL_FILES)
         mark(tmp, "model")
-        _carry_over(path, tmp)
-
-
-def _carry_over(old: Path, new: Path) -> None:
-    if not old.is_dir():
-        return
-    for entry in old.iterdir():
-        if (new / entry.name).exists():
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.copytree(entry, new / entry.name, symlinks=True)
-        else:
-            shutil.copy2(entry, new / entry.name, follow_symlinks=False)
+        carry_over(path, tmp, lambda rel: rel in (*MODEL_FILES, SUMS, MARKER))
 
 
 def save_model_files(folder: str | os.PathLike, config: Mapping[str, Any],
@@ -185,13 +234,16 @@ def save_model_files(folder: str | os.PathLike, config: Mapping[str, Any],
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_model_dir(path: str | os.PathLike, kind: str | None = None) -> tuple[dict, dict]:
+def load_model_dir(path: str | os.PathLike, kind: str | None = None,
+                   vouched: bool = False) -> tuple[dict, dict]:
     """A model directory -> (config, float32 tensors), its files checked against its SHA256SUMS;
-    `kind` checks what the directory holds."""
+    `kind` checks what the directory holds. `vouched`: the caller checked the weights against a
+    record of its own (`registry.checksum_model`, about to write the sums)."""
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"{path}: no such model directory")
-    verify_dir(path, MODEL_FILES)
+    if not vouched:
+        verify_dir(path, MODEL_FILES)
     config = read_json(path / CONFIG)
     if not isinstance(config, dict):
         raise UserError(f"{path / CONFIG}: not a JSON object")
@@ -233,16 +285,14 @@ def checkpoint_steps(root: Path) -> list[tuple[int, Path]]:
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint of a run, or None when the run has none."""
+    """The newest complete checkpoint of a run, or None when the run has none: the step-N folder
+    of the highest N holding its weights and state, whatever `latest` says. Each folder appears
+    whole (one rename) and `latest` is written after it, so a kill between the two leaves a
+    checkpoint the pointer does not name yet; taking the folders themselves loses none."""
     root = Path(run_dir) / "checkpoints"
-    pointer = root / "latest"
-    if not pointer.is_file():
-        return None
-    name = pointer.read_text(errors="replace").strip()
-    if not _STEP.match(name):
-        raise UserError(f"{pointer}: names no checkpoint ({name[:40]!r})")
-    path = root / name
-    return path if (path / WEIGHTS).is_file() and (path / STATE).is_file() else None
+    complete = [(step, path) for step, path in checkpoint_steps(root)
+                if (path / WEIGHTS).is_file() and (path / STATE).is_file()]
+    return max(complete)[1] if complete else None
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:

@@ -51,6 +51,15 @@ def seal(path: str | os.PathLike) -> None:
         f.write(digest[4:])
 
 
+def stored(path: str | os.PathLike) -> bytes | None:
+    """The checksum kept in the file's header (None when it has none): what an index records of
+    the DB it was built from, so a DB imported again since is noticed without reading it whole."""
+    with open(path, "rb") as f:
+        head = f.read(100)
+    value = head[60:64] + head[68:72]
+    return None if value == UNSEALED or len(value) < 8 else value
+
+
 def verify(path: str | os.PathLike) -> bool | None:
     """True when the file matches its checksum, False when it changed, None when it has none."""
     stored, contents = _seal_of(path)

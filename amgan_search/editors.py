@@ -30,6 +30,7 @@ from amgan_search.errors import UserError
 from amgan_search.images import (fit_square, load_image, save_image, to_tensor, to_uint8,
                                  unfit_square)
 from amgan_search.nets.amgan import EditNet
+from amgan_search.outputs import claim_pngs
 from amgan_search.schema import Schema
 
 # Region names for region-specific editing (paper, Sec. 4): the attention mask of this
@@ -252,8 +253,8 @@ def edit_files(editor: "Manipulator", paths: Sequence[str | Path], out: str | Pa
     pictures = [(Path(p), load_image(p)) for p in paths]
     for (path, image), (target, mask) in zip(pictures, outputs):
         edited, masks = editor.edit(image, only_region=only_region, **targets)
-        save_image(target, edited)
-        save_image(mask, combine_masks(masks))
+        save_image(target, edited, made_by="edit")
+        save_image(mask, combine_masks(masks), made_by="edit")
         yield path, target
 
 
@@ -264,7 +265,7 @@ def edit_outputs(paths: Sequence[str | Path], out: str | Path) -> list[tuple[Pat
     a/photo.png -> photo, photo-2, photo-3), rather than the input's folders under OUT: inputs may
     be absolute or outside the working folder, and two formats of one photo share a folder.
     Names are compared ignoring case (macOS and Windows folders) and never name an input. An
-    existing file of a chosen name is replaced only when it is a PNG, what edit writes.
+    existing file of a chosen name is replaced only when it is a PNG edit wrote.
     """
     out, inputs = Path(out), {Path(p).resolve() for p in paths}
     taken: set[str] = set()
@@ -279,24 +280,8 @@ def edit_outputs(paths: Sequence[str | Path], out: str | Path) -> list[tuple[Pat
             n += 1
         taken.update(f.name.lower() for f in pair)
         pairs.append(pair)
-    claim_pngs([f for pair in pairs for f in pair])
+    claim_pngs([f for pair in pairs for f in pair], "edit")
     return pairs
-
-
-def claim_pngs(paths: Sequence[Path], inputs: Sequence[str | Path] = ()) -> None:
-    """Refuse to write over anything but a PNG (edit and query replace only images like their
-    own), or over one of the command's `inputs` (a PNG too, but the user's)."""
-    from amgan_search.outputs import claim_file
-
-    def is_png(path: Path) -> bool:
-        with open(path, "rb") as f:
-            return f.read(8) == b"\x89PNG\r\n\x1a\n"
-
-    given = {Path(p).resolve() for p in inputs}
-    for path in paths:
-        if Path(path).resolve() in given:
-            raise UserError(f"{path}: is an input of this command; choose another output folder")
-        claim_file(path, is_png, "PNG image")
 
 
 def combine_masks(masks) -> np.ndarray | None:

@@ -4,13 +4,22 @@ Everything that reads an image goes through `load_image`: EXIF orientation appli
 (L, P, RGBA, LA, CMYK, I;16, ...) converted to RGB with transparency composited over white, a
 decompression-bomb limit checked before any pixel is decoded, and one clear error otherwise.
 Images inside the project are uint8 HxWx3 arrays; models take float tensors in [0, 1], NCHW.
+
+A PNG the project writes as an output (a contact sheet, an edit) records what wrote it in a text
+chunk (`made_by`), so a later command replaces only a picture of its own kind, never a user's.
+A server decodes uploads within a budget of pixels in flight (`PixelBudget`): a 40-megapixel PNG
+can be 130 kB on the wire and 120 MB once decoded.
 """
 
 from __future__ import annotations
 
+import ctypes
 import io
 import os
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -19,6 +28,9 @@ from amgan_search.errors import UserError
 
 # 40 megapixels: a large catalog photo passes, a header that claims 50,000 x 50,000 does not.
 MAX_PIXELS = 40_000_000
+# The PNG text chunk naming the command that wrote an output picture.
+MADE_BY = "amgan-search"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -27,8 +39,11 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "RGB":
+        return img  # no copy: a 40 MP picture is 120 MB
     if img.mode == "P":
-        img = img.convert("RGBA")
+        # through RGBA only when the palette has a transparent entry (opaque over white is itself)
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("RGBA", "LA", "PA", "RGBa"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -38,26 +53,32 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Read any image file as uint8 HxWx3 RGB, or raise UserError naming the file and the problem."""
+    from amgan_search.io import check_regular
+
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path}: is a directory, not an image")
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
+    check_regular(path, missing_ok=False)  # a FIFO would block the read forever
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file, not an image")
     return _decode(path, path)
 
 
-def decode_image(data: bytes, name: str = "image") -> np.ndarray:
+def decode_image(data: bytes, name: str = "image", max_side: int | None = None,
+                 budget: "PixelBudget | None" = None) -> np.ndarray:
     """Image bytes (an upload) as uint8 HxWx3 RGB, under the same rules as `load_image`; errors
-    name `name`."""
+    name `name`. `max_side`: the long side cut to it (bicubic, as `fit_square` resizes) before the
+    picture becomes an array; `budget`: the decoding waits for its pixels to fit in it."""
     if not data:
         raise UserError(f"{name}: empty file, not an image")
-    return _decode(io.BytesIO(data), name)
+    return _decode(io.BytesIO(data), name, max_side, budget)
 
 
-def _decode(source, name) -> np.ndarray:
-    """PIL decoding with the pixel limit, EXIF orientation and one-line errors naming `name`."""
+def _decode(source, name, max_side: int | None = None, budget: "PixelBudget | None" = None
+            ) -> np.ndarray:
+    """PIL decoding with the pixel limit, EXIF orientation and one-line errors naming `name`.
+    One decoded copy at a time: the orientation is applied in place and an RGB picture is not
+    converted, so a 40 MP photo peaks at its own 120 MB and the array made from it."""
     try:
         with Image.open(source) as img:
             width, height = img.size
@@ -65,8 +86,14 @@ def _decode(source, name) -> np.ndarray:
                 raise UserError(
                     f"{name}: {width}x{height} pixels is over the {MAX_PIXELS:,}-pixel limit"
                 )
-            img = ImageOps.exif_transpose(img)
-            return np.ascontiguousarray(np.asarray(_to_rgb(img), dtype=np.uint8))
+            with budget.hold(width * height) if budget is not None else _nothing():
+                ImageOps.exif_transpose(img, in_place=True)
+                if max_side is not None and img.mode in _SHRINK_FIRST:
+                    img = _shrunk(img, max_side)  # before the conversion: it then costs little
+                rgb = _to_rgb(img)
+                if max_side is not None:
+                    rgb = _shrunk(rgb, max_side)
+                return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
     except UserError:
         raise
     except Image.DecompressionBombError:
@@ -78,19 +105,112 @@ def _decode(source, name) -> np.ndarray:
         raise UserError(f"{name}: unreadable image ({exc})") from None
 
 
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+# Modes shrunk before their conversion to RGB, which gives the same pixels: grey levels are copied
+# to the three channels. Not transparency: PIL resizes it in 8-bit premultiplied colours, several
+# levels off where alpha is low; not a palette, looked up first.
+_SHRINK_FIRST = ("RGB", "L")
+
+
+def _shrunk(img: Image.Image, side: int) -> Image.Image:
+    """The picture with its long side cut to `side` (bicubic), itself when it is not longer."""
+    w, h = img.size
+    if max(w, h) <= side:
+        return img
+    scale = side / max(w, h)
+    return img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC)
+
+
+class PixelBudget:
+    """At most `pixels` decoded pixels in flight across threads: a decoding waits until its
+    picture fits (one larger than the whole budget waits until it is alone). When the last one
+    leaves after large pictures (`TRIM_AFTER` pixels since the last time), the freed memory goes
+    back to the system (`release_freed_memory`)."""
+
+    TRIM_AFTER = 8_000_000
+
+    def __init__(self, pixels: int):
+        self.total = self.free = int(pixels)
+        self._cond = threading.Condition()
+        self._since_trim = 0
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        pixels = min(int(pixels), self.total)
+        with self._cond:
+            self._cond.wait_for(lambda: self.free >= pixels)
+            self.free -= pixels
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.free += pixels
+                self._since_trim += pixels
+                trim = self.free == self.total and self._since_trim >= self.TRIM_AFTER
+                if trim:
+                    self._since_trim = 0
+                self._cond.notify_all()
+            if trim:
+                release_freed_memory()
+
+
+_TRIM = None
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by large pictures back to the system. glibc keeps freed blocks under its
+    mmap threshold (PIL's 16 MB image blocks, once it has raised the threshold) in its per-thread
+    arenas, where they stay the process's memory until trimmed. Elsewhere, nothing."""
+    global _TRIM
+    if _TRIM is None:
+        try:
+            _TRIM = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
 def save_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95,
-               compress_level: int = 6) -> None:
+               compress_level: int = 6, made_by: str | None = None) -> None:
     """Write uint8 HxWx3 (or HxW) under a temporary name, then rename into place.
 
     `compress_level` (PNG, zlib 0-9): bulk writers of noisy images use 1, three times faster.
+    `made_by` (PNG): the command writing an output picture, recorded in it (`png_made_by`).
     """
+    from PIL.PngImagePlugin import PngInfo
+
     from amgan_search.io import atomic_path
 
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}.get(Path(path).suffix.lower(), "PNG")
     kwargs = ({"quality": quality} if fmt == "JPEG"
               else {"optimize": False, "compress_level": compress_level})
+    if made_by is not None and fmt == "PNG":
+        kwargs["pnginfo"] = PngInfo()
+        kwargs["pnginfo"].add_text(MADE_BY, made_by)
     with atomic_path(path) as tmp:
         Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format=fmt, **kwargs)
+
+
+def png_made_by(path: str | os.PathLike) -> str | None:
+    """The command that wrote a PNG output (its `made_by`), None for any other file."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(len(PNG_MAGIC)) != PNG_MAGIC:
+                return None
+        with Image.open(path) as img:  # text chunks before the pixels are read at open
+            return img.info.get(MADE_BY)
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def made_by_any(*commands: str):
+    """A check for `outputs.claim_file`: a PNG one of `commands` wrote."""
+    return lambda path: png_made_by(path) in commands
 
 
 def fit_square(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:

@@ -6,6 +6,11 @@ name carries the writer's process id (`.NAME.PID.XXXX.tmp`), so the next write o
 removes what a killed writer left behind once that process is gone. Writers of one target take
 its lock (`.NAME.lock` beside it, through filelock), so two of them never interleave. JSON-lines
 logs append whole lines and flush them, and their reader drops a last line a kill cut short.
+
+Where a regular file is expected, as an input or as an output to replace, a FIFO, a device or a
+socket is refused (`check_regular`): reading one can block forever, and renaming over one replaces
+something that was never a file of ours. A lock that cannot be created fails at once. JSON from
+outside (a request, a server's answer) is parsed within a size and a nesting depth (`parse_json`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,6 +71,41 @@ def remove_stale(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_regular(path: str | os.PathLike, missing_ok: bool = True) -> None:
+    """Refuse, in one line, a path where a regular file is expected that is a folder, a FIFO, a
+    device or a socket (following links); a missing one passes when `missing_ok`."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if missing_ok:
+            return
+        raise UserError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise UserError(f"{path}: is a folder, not a file")
+    kind = next((name for test, name in _KINDS if test(mode)), None)
+    if kind is not None:
+        raise UserError(f"{path}: is {kind}, not a regular file")
+
+
+def _check_replaceable(path: Path) -> None:
+    """An output path may be missing, a regular file or a link (the link is replaced, never what
+    it points to); a FIFO, device or socket is never renamed over."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(mode):
+        return
+    check_regular(path)
+
+
 def _temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}."
 
@@ -102,6 +143,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     make_parent(path)
+    _check_replaceable(path)
     remove_stale(path)
     with _named(path):
         fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
@@ -147,13 +189,20 @@ def writer_lock(target: str | os.PathLike, timeout: float = -1) -> Iterator[None
 
     A second writer waits for the first (`timeout` -1: as long as it takes), so nothing is lost
     between them; with a timeout it gives up with a one-line error instead. The lock is the
-    kernel's (flock), so a killed holder releases it at once.
+    kernel's (flock), so a killed holder releases it at once. A lock file that cannot be created
+    (a read-only place, /proc) is a one-line error at once: filelock would retry it forever.
     """
     from filelock import FileLock, Timeout
 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(target.parent / f".{target.name}.lock"))
+    path = target.parent / f".{target.name}.lock"
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+    except OSError as exc:
+        raise UserError(f"{target}: cannot be locked for writing ({path}: "
+                        f"{exc.strerror or exc})") from None
+    lock = FileLock(str(path))
     try:
         lock.acquire(timeout=timeout)
     except Timeout:
@@ -175,12 +224,46 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def read_json(path: str | os.PathLike) -> dict:
     path = Path(path)
+    check_regular(path)
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not valid JSON ({exc})") from None
+
+
+def parse_json(text: str | bytes, where: str, max_bytes: int, max_depth: int = 32) -> Any:
+    """JSON from outside (a request's field, a server's answer) within `max_bytes` and
+    `max_depth` levels of nesting, else a one-line UserError naming `where`: deep nesting would
+    exhaust the parser's recursion, and a size without bound the memory."""
+    if len(text) > max_bytes:
+        raise UserError(f"{where}: over the {max_bytes:,}-byte limit")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"{where}: not valid JSON (not UTF-8)") from None
+    if json_depth(text) > max_depth:
+        raise UserError(f"{where}: nested deeper than {max_depth} levels")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise UserError(f"{where}: not valid JSON ({' '.join(str(exc).split())[:200]})") from None
+
+
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of [ and { in JSON text, strings skipped (C-speed regexes: answers
+    carry megabytes of base64 pictures in strings)."""
+    depth = deepest = 0
+    for b in _BRACKET.findall(_STRING.sub("", text)):
+        depth += 1 if b in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def read_jsonl(path: str | os.PathLike, repair: bool = False) -> list[dict]:

@@ -17,10 +17,10 @@ import json
 import re
 from pathlib import Path
 
-from amgan_search.checkpoint import (CONFIG, MODEL_FILES, WEIGHTS, load_model_dir, record_sums,
-                                     verify_dir, weights_sha256)
+from amgan_search.checkpoint import (CONFIG, MODEL_FILES, WEIGHTS, data_digests, load_model_dir,
+                                     record_sums, verify_dir, weights_sha256)
 from amgan_search.errors import UserError
-from amgan_search.integrity import SUMS, verify
+from amgan_search.integrity import SUMS, file_sha256, read_sums, verify
 from amgan_search.io import read_json
 from amgan_search.outputs import MARKER, mark
 
@@ -188,11 +188,11 @@ def _classifier_record(config: dict, where: Path) -> None:
 
 # -- loading -------------------------------------------------------------------------------------
 
-def read_model(path: str | Path, kind: str) -> tuple[dict, dict]:
+def read_model(path: str | Path, kind: str, vouched: bool = False) -> tuple[dict, dict]:
     """(config, tensors) of a model directory holding a `kind` ("classifier" or "amgan") model:
-    files checked against SHA256SUMS, config.json field by field."""
+    files checked against SHA256SUMS (unless `vouched`), config.json field by field."""
     path = Path(path)
-    config, tensors = load_model_dir(path, kind=kind)
+    config, tensors = load_model_dir(path, kind=kind, vouched=vouched)
     check_config(config, kind, path / CONFIG)
     return config, tensors
 
@@ -207,18 +207,18 @@ def _fill(module, tensors: dict, path: Path):
     return module.eval().requires_grad_(False)
 
 
-def _load_classifier(path: Path, device: str):
+def _load_classifier(path: Path, device: str, vouched: bool = False):
     from amgan_search.nets.classifier import AttributeClassifier
 
-    config, tensors = read_model(path, "classifier")
+    config, tensors = read_model(path, "classifier", vouched)
     return _fill(AttributeClassifier.from_config(config), tensors, path).to(device)
 
 
-def _edit_net(path: Path):
+def _edit_net(path: Path, vouched: bool = False):
     """(config, the generator EditNet with its weights) of an AMGAN model directory."""
     from amgan_search.nets.amgan import EditNet
 
-    config, tensors = read_model(path, "amgan")
+    config, tensors = read_model(path, "amgan", vouched)
     net_tensors = {k[len("net."):]: v for k, v in tensors.items() if k.startswith("net.")}
     return config, _fill(EditNet.from_config(config), net_tensors, path)
 
@@ -257,30 +257,72 @@ def _trained_with(path: Path, config: dict) -> Path:
 
 # -- recording digests ---------------------------------------------------------------------------
 
-def checksum_model(path: str | Path, check: bool = False) -> str:
-    """Record SHA256SUMS (and the model marker) for a model folder written before digests were
-    recorded, after loading it whole (config checked, weights fitting their network), so damage
-    is never blessed; `check` only verifies. Returns what was done, in words."""
+class Unvouched(UserError):
+    """Weights nothing records a checksum for: `checksum_model` records sums over them only when
+    the caller trusts them as they are."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"{path / WEIGHTS}: nothing records its checksum (no {SUMS}, no digest "
+                         "in its metadata, not a shipped model's weights), so damage could not be "
+                         "told from the weights; record sums over them only if you trust them")
+        self.path = path
+
+
+def checksum_model(path: str | Path, check: bool = False, trust_unsummed: bool = False) -> str:
+    """Record SHA256SUMS (and the model marker) for a model folder that has none; `check` only
+    verifies. Damage is never blessed: the weights must first match what records their checksum
+    (the data digest in their own metadata, or the registry's record of a shipped model whose
+    config.json this is), then load whole (config checked, weights fitting their network). Weights
+    nothing records are refused (`Unvouched`) unless `trust_unsummed`. Returns what was done and
+    what was checked, in words."""
     path = Path(path)
     if not (path / CONFIG).is_file():
         raise UserError(f"{path}: not a model folder (no {CONFIG})")
     if check:
         verify(path, MODEL_FILES, required=True)
         return "verified"
-    if verify_dir(path, MODEL_FILES):
+    if (path / SUMS).is_file():
+        verify_dir(path, MODEL_FILES)
         return f"verified (its {SUMS} was there)"
+    vouched = _recorded_checksum(path)
+    if vouched is None and not trust_unsummed:
+        raise Unvouched(path)
     config = read_json(path / CONFIG)
     kind = config.get("kind") if isinstance(config, dict) else None
     if kind == "classifier":
-        _load_classifier(path, "cpu")
+        _load_classifier(path, "cpu", vouched=True)
     elif kind == "amgan":
-        _edit_net(path)
+        _edit_net(path, vouched=True)
     else:
         raise UserError(f"{path / CONFIG}: 'kind' must be classifier or amgan, not {_show(kind)}")
     record_sums(path, MODEL_FILES)
     if not (path / MARKER).exists():
         mark(path, "model")
-    return f"{SUMS} written"
+    if vouched is None:
+        return f"{SUMS} written over the weights as they are (nothing recorded their checksum)"
+    return f"{SUMS} written (the weights match {vouched}; the model loads whole)"
+
+
+def _recorded_checksum(path: Path) -> str | None:
+    """What records the checksum of a folder's weights, in words, once they are checked against
+    it (a mismatch is a one-line UserError); None when nothing records one."""
+    weights = path / WEIGHTS
+    recorded, actual = data_digests(weights)
+    if recorded is not None:
+        if recorded != actual:
+            raise UserError(f"{weights}: damaged (the sha256 of its tensor data differs from the "
+                            "one its metadata records); its sums are not recorded")
+        return "the sha256 of their data that their metadata records"
+    config_sha = file_sha256(path / CONFIG)
+    for name in SHIPPED:
+        sums = read_sums(SHIPPED_DIR / name) or {}
+        if sums.get(CONFIG) == config_sha and WEIGHTS in sums:
+            if file_sha256(weights) != sums[WEIGHTS]:
+                raise UserError(f"{weights}: damaged (its config.json is the shipped {name}'s, "
+                                f"whose weights the registry records as sha256 "
+                                f"{sums[WEIGHTS][:16]}...); its sums are not recorded")
+            return f"the shipped {name}'s sha256 the registry records"
+    return None
 
 
 # CNN graders: classifiers that read an edited image's attributes, named, several at once (the

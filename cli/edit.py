@@ -32,8 +32,8 @@ def _model_attributes(args) -> dict[str, list[str]]:
                    "(that manipulation's attention above 0.9).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), callback=writable_dir,
               help="Folder for <stem>_edit.png and <stem>_mask.png (inputs sharing a stem: "
-                   "<stem>-2_edit.png, ...). Existing PNGs of those names are replaced; "
-                   "nothing else in the folder is touched.")
+                   "<stem>-2_edit.png, ...). Existing PNGs of those names that edit wrote are "
+                   "replaced; nothing else in the folder is touched.")
 @click.option("--model", default=None, type=click.Path(file_okay=False),
               help="Model directory (default: the shipped model of --method).")
 @click.option("--method", type=click.Choice(["amgan", "stargan"]), default="amgan",

@@ -31,7 +31,7 @@ MAX_K = 10_000
 @click.option("--seed", type=SEED, default=777, show_default=True, help="Seed of those scenes.")
 @click.option("--cam-sheet", type=click.Path(dir_okay=False), default=None, callback=writable_file,
               help="Also draw a PNG: scenes and the CAM of their own value of each attribute "
-                   "(an existing PNG of that name is replaced, any other file refused).")
+                   "(replaces only a PNG this command wrote).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate_classifier(which, db, split, cam_scenes, seed, cam_sheet, as_json) -> None:
     """Accuracy per attribute on a catalog split, and CAM IoU against the synthetic truth."""
@@ -39,9 +39,10 @@ def evaluate_classifier(which, db, split, cam_scenes, seed, cam_sheet, as_json) 
     from amgan_search.metrics.intervals import wilson
 
     if cam_sheet:
-        from amgan_search.editors import claim_pngs
+        from amgan_search.metrics.cam import CAM_SHEET
+        from amgan_search.outputs import claim_pngs
 
-        claim_pngs([Path(cam_sheet)])
+        claim_pngs([Path(cam_sheet)], CAM_SHEET)
     if db:
         _check_split(db, split)
     model = load_classifier_option(which)
@@ -103,18 +104,18 @@ def evaluate_classifier(which, db, split, cam_scenes, seed, cam_sheet, as_json) 
               help="Print the summary as JSON instead of the table (records: --records).")
 @click.option("--grid", default=None, type=click.Path(dir_okay=False), callback=writable_file,
               help="Also draw a PNG of six of the scenes: input, then per target the true edit, "
-                   "the model's edit and its attention mask (replaces only a PNG).")
+                   "the model's edit and its attention mask (replaces only a PNG this command "
+                   "wrote).")
 @device_option(help="torch device.", default="cpu", show_default=True)
 def evaluate_edits(model, method, graders, eval_classifier, scene_attributes, n, seed, size,
                    at_size, out, records, as_json, grid, device) -> None:
     """Grade edits against the synthetic renderer's truth: accuracy (each CNN grader and the
     grader that is no network), fidelity, preservation, IoU; one record per edit."""
-    from amgan_search.editors import claim_pngs
     from amgan_search.errors import UserError
     from amgan_search.io import JsonlWriter, atomic_path, write_text
     from amgan_search.metrics.edits import evaluate_edits as run
     from amgan_search.metrics.edits import is_records_file, markdown_table, scene_schema
-    from amgan_search.outputs import claim_file
+    from amgan_search.outputs import claim_file, claim_pngs
     from amgan_search.registry import load_graders, load_model, parse_graders, shipped_model
 
     graders = graders_value(graders, eval_classifier)
@@ -135,7 +136,7 @@ def evaluate_edits(model, method, graders, eval_classifier, scene_attributes, n,
     if records:
         claim_file(records, is_records_file, "records file written by evaluate-edits")
     if grid:
-        claim_pngs([Path(grid)])
+        claim_pngs([Path(grid)], "evaluate-edits")
     manipulator = load_model(model or shipped_model(method), "editor", device)
     _flag("--scene-attributes", lambda v: scene_schema(manipulator.schema, v), names)
     results = run(manipulator, load_graders(graders, device), n=n, seed=seed, size=size,
@@ -152,7 +153,8 @@ def evaluate_edits(model, method, graders, eval_classifier, scene_attributes, n,
         from amgan_search.metrics.edits import edit_grid
 
         save_image(grid, edit_grid(manipulator, n=min(n, 6), seed=seed, size=size,
-                                   scene_attributes=names, at_size=at_size))
+                                   scene_attributes=names, at_size=at_size),
+                   made_by="evaluate-edits")
     click.echo(json.dumps(summary, indent=2) if as_json else table)
 
 

@@ -108,8 +108,8 @@ def server_schema(url: str | None) -> dict | None:
     from amgan_search.index.client import Client
 
     try:
-        return Client(url, timeout=5).get_json("/api/schema").get("attributes")
-    except (UserError, AttributeError):
+        return Client(url, timeout=5).attributes()
+    except UserError:
         return None
 
 
@@ -130,7 +130,7 @@ def server_schema(url: str | None) -> dict | None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object {targets, edited, results}.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, callback=writable_dir,
               help="Folder for edited.png, mask.png and contact.png (existing PNGs of those "
-                   "names are replaced; nothing else in the folder is touched).")
+                   "names that query wrote are replaced; nothing else in the folder is touched).")
 @click.option("--server", default=None, metavar="URL",
               help="Send the query to a running `amgan-search serve` (e.g. http://127.0.0.1:8000) "
                    "instead of loading the models here.")

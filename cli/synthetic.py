@@ -50,7 +50,8 @@ def synth(out_dir, n, seed, size, attributes, fmt, test_fraction, workers, force
 @click.command()
 @click.argument("catalog_dir", type=click.Path(file_okay=False))
 @click.option("--out", "out_png", default="sheet.png", show_default=True,
-              help="PNG file to write.")
+              help="PNG file to write: a new file, or a sheet this command wrote (never the "
+                   "catalog's files or any other file).")
 @click.option("--per-row", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Images per attribute value (one row per value).")
 @click.option("--size", type=click.IntRange(MIN_SIZE, MAX_SIZE), default=64, show_default=True,

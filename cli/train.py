@@ -264,9 +264,20 @@ def model() -> None:
 @model.command()
 @click.argument("model_dir", type=click.Path(file_okay=False))
 @click.option("--check", is_flag=True, help="Only verify the folder against its SHA256SUMS.")
-def checksum(model_dir, check) -> None:
-    """Record SHA256SUMS for a model folder written before digests were recorded (after loading
-    it whole, so damage is never recorded as good), or with --check verify it."""
-    from amgan_search.registry import checksum_model
+@click.option("--trust-unsummed", is_flag=True,
+              help="Record sums over weights that nothing vouches for (no digest in their "
+                   "metadata, not a shipped model's), as they are.")
+def checksum(model_dir, check, trust_unsummed) -> None:
+    """Record SHA256SUMS for a model folder that has none, or with --check verify it. Damage is
+    never recorded as good: the weights must first match what records their checksum (the digest
+    their metadata holds, or the registry's record of the shipped model the folder is a copy
+    of), then load whole; weights nothing records are refused without --trust-unsummed. Says
+    what it checked."""
+    from amgan_search.errors import UserError
+    from amgan_search.registry import Unvouched, checksum_model
 
-    click.echo(f"{model_dir}: {checksum_model(model_dir, check=check)}")
+    try:
+        done = checksum_model(model_dir, check=check, trust_unsummed=trust_unsummed)
+    except Unvouched as exc:
+        raise UserError(f"{exc} (pass --trust-unsummed)") from None
+    click.echo(f"{model_dir}: {done}")

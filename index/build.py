@@ -27,8 +27,9 @@ from amgan_search.errors import UserError
 from amgan_search.index.faiss_index import (check_index_type, choose_index_type, import_faiss,
                                             index_params, make_index, set_search_params,
                                             training_sample, tune_search)
-from amgan_search.index.index_dir import (OWN_KEYS, check_embedder, current, item_records,
-                                          read_embeddings, read_faiss, read_items, read_labels,
+from amgan_search.index.index_dir import (OWN_KEYS, check_embedder, current, file_identity,
+                                          item_records, read_embeddings, read_faiss,
+                                          read_identities, read_items, read_labels,
                                           write_index_dir)
 from amgan_search.io import atomic_path, remove_stale, writer_lock
 from amgan_search.schema import Schema
@@ -302,7 +303,8 @@ def _add(version, index_dir: Path, db, embedder, ids, batch_size: int, workers: 
     start = time.perf_counter()
     new_vectors = embed_dataset(embedder, dataset, batch_size, workers, progress)
     index.add(new_vectors)
-    records = old.to_dict("records") + item_records(new_items, new_labels, schema, len(old))
+    added = item_records(new_items, new_labels, schema, len(old))
+    records = old.to_dict("records") + added
     set_search_params(index, info["type"], info["params"])
     extra = {k: v for k, v in info.items() if k not in OWN_KEYS}
     extra["added"] = list(info.get("added", [])) + [
@@ -310,8 +312,20 @@ def _add(version, index_dir: Path, db, embedder, ids, batch_size: int, workers: 
          "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}]
     write_index_dir(index_dir, index, info["type"], info["params"],
                     np.concatenate([vectors, new_vectors]), np.concatenate([labels, new_labels]),
-                    records, schema, info["embedder"], info.get("db") or db, extra)
+                    records, schema, info["embedder"], info.get("db") or db, extra,
+                    identities=_identities(version, added))
     return len(positions)
+
+
+def _identities(version, added: list[dict]) -> list | None:
+    """The image files' identities of an index after `add`: the old rows' as recorded when they
+    were embedded (a file changed since stays noticed), the new rows' now; None for an index
+    written before they were recorded (all are taken now)."""
+    old = read_identities(version)
+    if old is None:
+        return None
+    return ([tuple(i) if i[0] >= 0 else None for i in old.tolist()]
+            + [file_identity(r.get("path")) for r in added])
 
 
 def _new_positions(db, items, have: set[str], ids: Sequence[str] | None) -> list[int]:

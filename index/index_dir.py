@@ -8,9 +8,11 @@
       index.faiss           the FAISS index over L2-normalised embeddings, inner product (= cosine)
       embeddings.npy        the same vectors as float16, row-aligned, so `add` never re-embeds
       labels.npy            int64 [n, M] attribute indices, row-aligned (-1 missing)
-      items.db              SQLite table `items`: row (= FAISS id), id, path, split, category, ...
+      items.db              SQLite table `items`: row (= FAISS id), id, path, split, category, ...;
+                            table `files`: row, size, mtime_ns of each item's image file then
       index.json            embedder path and digest, dimension, type and parameters, count,
-                            build time, schema, db path, recall@10 against exact search, version
+                            build time, schema, db path and the checksum its header held then,
+                            recall@10 against exact search, version
       SHA256SUMS            the sha256 of the five files above, checked when they are read
 
 A reader resolves the current version once (`current`) and reads every file from it, so it sees
@@ -18,6 +20,13 @@ the old index or the new one, never a mix. A writer (holding `io.writer_lock(DIR
 n+1 beside n, switches, and keeps n, so a reader that resolved n just before the switch still
 finds its files; older versions go. Indexes written before versions (the five files directly in
 DIR, no "version" in index.json, no sums) still load; writing to one adds versions/1 beside them.
+
+An index records what it was built from, so a catalog that changes under it is noticed: the
+catalog DB's checksum (`db_checksum`, in index.json) and each item image's size and modification
+time (the `files` table). `index/search.Searcher` compares them, the DB's when it loads, the images'
+of every result it returns, and says in one line that the index is stale (`StaleIndex`). Size and
+mtime, not sums: a stat costs microseconds where reading 10,000 images back costs seconds, and
+any rewrite (`catalog synth --force`, a re-render, an edit) sets a new mtime.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from amgan_search import db_checksum
 from amgan_search.errors import UserError
 from amgan_search.index.faiss_index import check_params, import_faiss, is_count
 from amgan_search.integrity import verify, write_sums
@@ -51,9 +61,29 @@ FILES = (INDEX_FILE, EMBEDDINGS, LABELS, ITEMS_DB, INFO)
 META_COLUMNS = ("id", "path", "split", "category", "gender")
 # index.json keys write_index_dir sets itself; the rest (timing, recall, added...) travel as `extra`.
 OWN_KEYS = ("format", "type", "params", "metric", "dim", "count", "embedder", "schema", "db",
-            "created", "version")
+            "db_checksum", "created", "version")
+FILES_TABLE = "files"  # in items.db: row, size, mtime_ns of each item's image file at build time
 
 INCOMPLETE = "no such file (the index is incomplete; rebuild it)"
+
+
+class StaleIndex(UserError):
+    """The catalog the index was built from changed since (or its DB is damaged): results would
+    name images whose attributes the index does not know."""
+
+
+def file_identity(path: str | None) -> tuple[int, int] | None:
+    """(size, mtime_ns) of the file an item path names (`G2.h5` of `G2.h5#7`); None when there is
+    none to stat."""
+    from amgan_search.sources import image_file
+
+    if not path:
+        return None
+    try:
+        st = os.stat(image_file(str(path)))
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def default_index_dir() -> Path:
@@ -97,9 +127,12 @@ def item_records(items, labels: np.ndarray, schema: Schema, start_row: int = 0) 
 def write_index_dir(out: str | Path, index, kind: str, params: Mapping[str, Any],
                     vectors: np.ndarray, labels: np.ndarray, records: Sequence[Mapping[str, Any]],
                     schema: Schema, embedder_meta: Mapping[str, Any], db: str | Path | None,
-                    extra: Mapping[str, Any] | None = None, started: float | None = None) -> dict:
+                    extra: Mapping[str, Any] | None = None, started: float | None = None,
+                    identities: Sequence[tuple[int, int] | None] | None = None) -> dict:
     """Write the files as a new version of the index `out` and make it current; index.json's
     contents. The caller holds `io.writer_lock(out)`; `started` (perf_counter) adds the total time.
+    `identities`: each record's image file as it was embedded (`file_identity`; None: stat them
+    now), what a later reader compares to notice a changed catalog.
 
     `out` must be missing, empty or an index (anything else is refused: never written over).
     """
@@ -121,11 +154,14 @@ def write_index_dir(out: str | Path, index, kind: str, params: Mapping[str, Any]
         "embedder": dict(embedder_meta),
         "schema": schema.to_dict(),
         "db": str(Path(db).resolve()) if db is not None else None,
+        "db_checksum": db_seal(db),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **{k: v for k, v in dict(extra or {}).items() if k not in OWN_KEYS},
         "version": number,
     }
-    files = (index, vectors, labels, records, schema, info, started)
+    if identities is None:
+        identities = [file_identity(r.get("path")) for r in records]
+    files = (index, vectors, labels, records, identities, schema, info, started)
     if fresh:  # the whole folder appears at once, marker included
         with atomic_dir(out) as tmp:
             _write_version(tmp / VERSIONS / str(number), *files)
@@ -148,20 +184,31 @@ def is_index(folder: Path) -> bool:
     return kind_of(folder) == "index" or ((folder / INFO).is_file() and (folder / VERSIONS).is_dir())
 
 
-def _write_version(folder: Path, index, vectors, labels, records, schema, info, started) -> None:
+def db_seal(db: str | Path | None) -> str | None:
+    """The checksum a catalog DB's header holds (hex), None without a sealed DB: what an index
+    records of the DB it was built from."""
+    if db is None or not Path(db).is_file():
+        return None
+    stored = db_checksum.stored(db)
+    return None if stored is None else stored.hex()
+
+
+def _write_version(folder: Path, index, vectors, labels, records, identities, schema, info,
+                   started) -> None:
     """The five files and their sums, into a folder not yet renamed into place."""
     folder.mkdir(parents=True, exist_ok=True)
     import_faiss().write_index(index, str(folder / INDEX_FILE))
     np.save(folder / EMBEDDINGS, np.asarray(vectors, dtype=np.float16))
     np.save(folder / LABELS, np.asarray(labels, dtype=np.int64))
-    _write_items(folder / ITEMS_DB, records, schema)
+    _write_items(folder / ITEMS_DB, records, identities, schema)
     if started is not None:
         info.setdefault("timing", {})["total_s"] = round(time.perf_counter() - started, 3)
     write_json(folder / INFO, info)
     write_sums(folder, FILES)
 
 
-def _write_items(path: Path, records: Sequence[Mapping[str, Any]], schema: Schema) -> None:
+def _write_items(path: Path, records: Sequence[Mapping[str, Any]],
+                 identities: Sequence[tuple[int, int] | None], schema: Schema) -> None:
     import sqlite_utils
 
     db = sqlite_utils.Database(str(path))
@@ -170,6 +217,10 @@ def _write_items(path: Path, records: Sequence[Mapping[str, Any]], schema: Schem
     db["items"].create(columns, pk="row")
     db["items"].insert_all(records, batch_size=10_000, alter=True)
     db["items"].create_index(["id"])
+    db[FILES_TABLE].create({"row": int, "size": int, "mtime_ns": int}, pk="row")
+    db[FILES_TABLE].insert_all(({"row": row, "size": ident[0], "mtime_ns": ident[1]}
+                                for row, ident in enumerate(identities) if ident is not None),
+                               batch_size=10_000)
     db.conn.close()
 
 
@@ -337,6 +388,28 @@ def read_items(where: Version | str | Path):
             return pd.read_sql_query("SELECT * FROM items ORDER BY row", conn)
     except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
         raise UserError(f"{path}: corrupt item metadata ({exc})") from None
+
+
+def read_identities(where: Version | str | Path) -> np.ndarray | None:
+    """[n, 2] int64: the size and mtime_ns each row's image file had when it was embedded, -1
+    where none was recorded; None for an index written before they were."""
+    import sqlite3
+
+    version = _version(where)
+    path = version.file(ITEMS_DB)
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master")}
+            if FILES_TABLE not in tables:
+                return None
+            rows = conn.execute(f"SELECT row, size, mtime_ns FROM {FILES_TABLE}").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"{path}: corrupt item metadata ({exc})") from None
+    out = np.full((int(version.info["count"]), 2), -1, dtype=np.int64)
+    for row, size, mtime in rows:
+        if 0 <= row < len(out):
+            out[row] = size, mtime
+    return out
 
 
 # ---------------------------------------------------------------- checking and describing

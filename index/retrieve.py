@@ -126,13 +126,11 @@ class Retriever:
         """A result's catalog image (through the catalog DB when it is there), None if unreadable."""
         from amgan_search.images import load_image
 
+        if self._catalog is None:
+            # Outside the try: a damaged or replaced DB is named, not shown as "unreadable".
+            self._catalog = self.searcher.open_catalog()
         try:
-            db = self.searcher.info.get("db")
-            if db and Path(db).is_file():
-                if self._catalog is None:
-                    from amgan_search.catalog import Catalog
-
-                    self._catalog = Catalog.open(db)
+            if self._catalog is not None:
                 return self._catalog.read_image(path)
             return load_image(path)
         except UserError:
@@ -140,24 +138,25 @@ class Retriever:
 
     def save(self, result: QueryResult, out: str | Path, inputs=()) -> str | None:
         """Write edited.png, mask.png and contact.png into `out`; the edited image's path (or None).
-        Existing files of those names are replaced only when they are PNGs and not one of
-        `inputs` (the query photo's path); nothing else is touched."""
-        from amgan_search.editors import claim_pngs
+        Existing files of those names are replaced only when they are PNGs a query wrote and not
+        one of `inputs` (the query photo's path); nothing else is touched."""
         from amgan_search.images import save_image
+        from amgan_search.outputs import claim_pngs
 
         out = Path(out)
-        claim_pngs([out / name for name in ("edited.png", "mask.png", "contact.png")], inputs)
+        claim_pngs([out / name for name in ("edited.png", "mask.png", "contact.png")], "query",
+                   inputs)
         out.mkdir(parents=True, exist_ok=True)
         edited_path = None
         if result.edited is not None:
             edited_path = str((out / "edited.png").resolve())
-            save_image(edited_path, result.edited)
+            save_image(edited_path, result.edited, made_by="query")
         if result.mask is not None:
-            save_image(out / "mask.png", result.mask)
+            save_image(out / "mask.png", result.mask, made_by="query")
         thumbs = [(self.read_result_image(r["path"]) if r.get("path") else None,
                    f"#{r['rank']} {r['id']} {r['score']:.3f}\n" +
                    " ".join(str(v) for v in r["attributes"].values()))
                   for r in result.results]
         sheet = contact_sheet(result.image, result.edited, result.mask, thumbs, result.targets)
-        save_image(out / "contact.png", sheet)
+        save_image(out / "contact.png", sheet, made_by="query")
         return edited_path

@@ -1,4 +1,11 @@
-"""A loaded index: FAISS search, the `where` filter on the metadata, and results joined with it."""
+"""A loaded index: FAISS search, the `where` filter on the metadata, and results joined with it.
+
+What the index was built from is checked (`index_dir`): the catalog DB when the index loads
+(damaged, or imported again since: one line naming it), each result's image file before the result
+is returned (changed or gone since: the index is stale, one line naming the file). A `where` filter
+names only fields the catalog fills and values an item holds; anything else is one line naming
+what it can filter on, never a filter that silently matches nothing.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +16,9 @@ import numpy as np
 
 from amgan_search.errors import UserError
 from amgan_search.index.faiss_index import gpu_count, import_faiss, set_search_params
-from amgan_search.index.index_dir import (Version, check_embedder, current, plain,
-                                          read_embeddings, read_faiss, read_items, read_labels,
+from amgan_search.index.index_dir import (StaleIndex, Version, check_embedder, current,
+                                          db_seal, file_identity, plain, read_embeddings,
+                                          read_faiss, read_identities, read_items, read_labels,
                                           version_number)
 from amgan_search.schema import Schema
 
@@ -41,6 +49,7 @@ class Searcher:
         self.index = index
         self.ids = self.items["id"].tolist()
         self._row_of = {str(i): r for r, i in enumerate(self.ids)}
+        self.check_catalog()
 
     def _load(self, version: Version):
         """Read one version's files into self; returns its FAISS index (on the CPU)."""
@@ -52,6 +61,8 @@ class Searcher:
         set_search_params(index, self.kind, self.info.get("params", {}))
         self.items = read_items(version)
         self.labels = read_labels(version)
+        self.identities = read_identities(version)
+        self._fields = None
         # Mapped now, read when used: the mapping outlives a later version switch.
         self._embeddings = read_embeddings(version, mmap=True)
         self._check_files_agree(index)
@@ -95,16 +106,87 @@ class Searcher:
     def check_embedder(self, embedder) -> None:
         check_embedder(self.info, embedder, self.dir)
 
+    # -- the catalog behind the index --------------------------------------------------------------
+
+    def _db(self) -> Path | None:
+        db = self.info.get("db")
+        return Path(db) if db and Path(db).is_file() else None
+
+    def check_catalog(self) -> None:
+        """The catalog DB the index was built from, where it is still there: damaged, or
+        imported again since the build (its header's checksum differs), is one line naming it."""
+        from amgan_search import db_checksum
+
+        db = self._db()
+        if db is None:
+            return
+        if db_checksum.verify(db) is False:
+            raise StaleIndex(f"{db}: damaged catalog DB (its checksum does not match its "
+                             f"contents), the catalog of the index {self.dir}; import it again")
+        recorded = self.info.get("db_checksum")
+        if recorded is not None and db_seal(db) != recorded:
+            raise StaleIndex(f"{self.dir}: stale: its catalog DB {db} changed since the index was "
+                             "built; rebuild the index (`amgan-search index build --force`)")
+
+    def open_catalog(self):
+        """The catalog DB the index was built from, opened (None when it is not there), checked
+        again: an image reader that meets a damaged DB names it."""
+        from amgan_search.catalog import Catalog
+
+        db = self._db()
+        if db is None:
+            return None
+        self.check_catalog()
+        return Catalog.open(db, check=False)
+
+    def check_fresh(self, rows: np.ndarray) -> None:
+        """Each row's image file as it was when embedded (size and mtime), else `StaleIndex`
+        naming the first that changed or went: its attributes are no longer what the index
+        holds. Rows without a record (an index written before, a path that never was a file
+        here) pass."""
+        if self.identities is None:
+            return
+        paths = self.items["path"] if "path" in self.items.columns else None
+        for r in np.unique(np.asarray(rows)[np.asarray(rows) >= 0]):
+            recorded = self.identities[int(r)]
+            if recorded[0] < 0 or paths is None:
+                continue
+            path = paths.iloc[int(r)]
+            now = file_identity(path)
+            if now != tuple(int(v) for v in recorded):
+                what = "is gone" if now is None else "changed"
+                raise StaleIndex(f"{self.dir}: stale: the catalog image {path} {what} since the "
+                                 "index was built; rebuild the index (`amgan-search index build "
+                                 "--force`)")
+
+    # -- the where filter ------------------------------------------------------------------------
+
+    def filter_fields(self) -> list[str]:
+        """Metadata fields a `where` filter can name: the columns at least one item fills (a
+        catalog without genders has an empty gender column, which nothing could match)."""
+        if self._fields is None:
+            self._fields = [c for c in self.items.columns
+                            if c != "row" and self.items[c].notna().any()]
+        return self._fields
+
     def allowed(self, where: Mapping[str, str] | None) -> np.ndarray | None:
-        """Boolean row mask for `key=value` filters (all must hold), None for no filter."""
+        """Boolean row mask for `key=value` filters (all must hold), None for no filter. A field the
+        catalog does not fill, or a value no item holds, is a UserError naming what there is."""
         if not where:
             return None
         mask = np.ones(len(self.items), dtype=bool)
+        fields = self.filter_fields()
         for key, value in where.items():
-            if key not in self.items.columns or key == "row":
-                valid = [c for c in self.items.columns if c != "row"]
-                raise UserError(f"--where: unknown field {key!r}; valid: {', '.join(valid)}")
-            mask &= self.items[key].astype(str).to_numpy() == str(value)
+            if key not in fields:
+                raise UserError(f"--where: unknown field {key!r}; valid: {', '.join(fields)}")
+            column = self.items[key].astype(str).to_numpy()
+            match = column == str(value)
+            if not match.any():
+                values = sorted(set(self.items[key].dropna().astype(str)))
+                shown = ", ".join(values[:20]) + (f" (and {len(values) - 20} more)"
+                                                  if len(values) > 20 else "")
+                raise UserError(f"--where: no item has {key} {str(value)!r}; values: {shown}")
+            mask &= match
         return mask
 
     def search(self, vectors: np.ndarray, k: int, where: Mapping[str, str] | None = None,
@@ -141,7 +223,9 @@ class Searcher:
         return rows_out, scores_out
 
     def results(self, rows: np.ndarray, scores: np.ndarray) -> list[list[dict]]:
-        """Join rows with the metadata: per query, [{rank, id, score, attributes, path, ...}]."""
+        """Join rows with the metadata: per query, [{rank, id, score, attributes, path, ...}]; a
+        row whose image changed since the index was built is `StaleIndex` (`check_fresh`)."""
+        self.check_fresh(rows)
         out = []
         names = self.schema.names
         extra = [c for c in ("split", "category", "gender") if c in self.items.columns]

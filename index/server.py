@@ -17,15 +17,21 @@ keeps the models busy with batches of the requests that arrived together (`batch
 
 Safe by default: it listens on 127.0.0.1; request bodies over the upload limit are refused with
 413 before they are parsed; uploads go through the project's image loader (pixel limit, one-line
-errors); item images are served by item id only; every error is a 4xx (500 for a fault of the
-server itself) with the body {"error": "one line"}, never a trace, and the process keeps serving.
+errors), decoded off the event loop within a budget of pixels in flight (`Service.decoding`), so
+a burst of small files that decode large neither exhausts memory nor stalls /api/health; JSON
+fields are parsed within a size and a nesting depth; item images are served by item id only, and
+no answer carries a path of the server's (results name ids and URLs; an error's absolute paths
+are cut to their last name); every error is a 4xx (503 when the index's catalog changed under it,
+500 for a fault of the server itself) with the body {"error": "one line"}, never a trace, and the
+process keeps serving.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import re
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -39,7 +45,9 @@ from starlette.exceptions import HTTPException
 from amgan_search import __version__
 from amgan_search.errors import UserError
 from amgan_search.images import decode_image
-from amgan_search.index.service import MAX_UPLOAD_BYTES, NotFound, Service
+from amgan_search.index.index_dir import StaleIndex
+from amgan_search.index.service import MAX_UPLOAD_BYTES, WORK_SIDE, NotFound, Service
+from amgan_search.io import parse_json
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 # Room for the multipart framing and the text fields around a 10 MiB image.
@@ -48,14 +56,23 @@ BODY_LIMIT = MAX_UPLOAD_BYTES + 256 * 1024
 # sending, gets the answer instead of a reset connection; past it the connection is closed.
 DRAIN_LIMIT = 8 * BODY_LIMIT
 TOO_LARGE = f"upload over the {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB limit"
+# A JSON form field (targets, where) is a small flat object: past these it is no request of ours.
+FIELD_BYTES, FIELD_DEPTH = 64 * 1024, 8
+# An absolute path inside a message: what a client is never told (its last name is kept).
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:[^\s/'\"]+/)*([^\s/'\"]+)")
 
 
 def one_line(text: Any) -> str:
     return " ".join(str(text).split()) or "error"
 
 
+def public(text: Any) -> str:
+    """A message as a client may read it: one line, each absolute path cut to its last name."""
+    return _ABSOLUTE_PATH.sub(r"\1", one_line(text))
+
+
 def error(status: int, message: Any) -> JSONResponse:
-    return JSONResponse({"error": one_line(message)}, status_code=status)
+    return JSONResponse({"error": public(message)}, status_code=status)
 
 
 class BodyLimit:
@@ -100,10 +117,7 @@ def parse_object(text: str | None, name: str) -> dict[str, str]:
     """A form field holding a JSON object of strings ({} when absent or blank)."""
     if text is None or not text.strip():
         return {}
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise UserError(f"{name}: not valid JSON ({exc})") from None
+    value = parse_json(text, name, FIELD_BYTES, FIELD_DEPTH)
     if not isinstance(value, dict) or not all(isinstance(v, (str, int, float)) and not
                                               isinstance(v, bool) for v in value.values()):
         raise UserError(f"{name}: expected a JSON object of strings, e.g. {{\"color\": \"red\"}}")
@@ -119,7 +133,10 @@ async def start_picture(service: Service, image: UploadFile | None, item_id: str
     if image is not None and (data or not item_id):
         if item_id:
             raise UserError("give an image or an item_id, not both")
-        return await run_in_threadpool(decode_image, data), None
+        # In a worker thread, shrunk to the pipeline's side as it is decoded, within the pixel
+        # budget: the event loop (and /api/health) never waits on a decoding.
+        return await run_in_threadpool(decode_image, data, "image", WORK_SIDE,
+                                       service.decoding), None
     if not item_id:
         raise UserError("give an image (file) or an item_id to start from")
     return await run_in_threadpool(service.item_image, item_id), item_id
@@ -144,7 +161,7 @@ def create_app(service: Service, web_dir: Path = WEB_DIR) -> FastAPI:
         return FileResponse(index, media_type="text/html")
 
     @app.get("/api/health")
-    def health() -> dict:
+    async def health() -> dict:  # on the event loop: answers while worker threads decode
         return service.health()
 
     @app.get("/api/schema")
@@ -191,6 +208,9 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(UserError)
     async def user_error(request, exc: UserError):
+        if isinstance(exc, StaleIndex):  # the server's files, not the request: logged in full
+            print(f"error: {exc}", file=sys.stderr)
+            return error(503, exc)
         return error(404 if isinstance(exc, NotFound) else 400, exc)
 
     @app.exception_handler(HTTPException)

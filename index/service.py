@@ -20,6 +20,7 @@ from urllib.parse import quote
 import numpy as np
 
 from amgan_search.errors import UserError
+from amgan_search.images import MAX_PIXELS, PixelBudget
 from amgan_search.index.batch_query import Job, Outcome, run_jobs
 from amgan_search.index.batching import MicroBatcher
 
@@ -32,6 +33,11 @@ PREVIEW_SIDE = 512  # pictures sent back in JSON are shrunk to this long side: a
 # of them more than the machine. The models see 64-256 px and the answer a 512 px preview, so only
 # a photo over 1024 px differs from a local query, in the last digits of its scores.
 WORK_SIDE = 1024
+# Pixels of uploads decoded at once: one of the largest the loader takes (images.MAX_PIXELS), or
+# three 12 MP photos. A 40 MP RGB upload is a 120 MB picture while it decodes, several times that
+# with a palette or transparency on its way to RGB, before the shrink to WORK_SIDE; a burst of small
+# files that decode large waits its turn instead of holding gigabytes (benchmarks/serve_uploads.py).
+DECODE_PIXELS = MAX_PIXELS
 FILTER_VALUES_MAX = 200  # a metadata column with more distinct values is no menu (ids, paths)
 _NOT_FILTERS = ("row", "id", "path")
 
@@ -85,6 +91,7 @@ class Service:
                                     workers)
         self.filters = metadata_filters(retriever.searcher)
         self._catalog_lock = threading.Lock()  # one SQLite connection for the catalog DB
+        self.decoding = PixelBudget(DECODE_PIXELS)  # uploads' pixels decoded at once
 
     @property
     def searcher(self):
@@ -171,7 +178,7 @@ class Service:
             return None
         schema = self.retriever.schema.to_dict()
         menus = {**self.filters, **schema}
-        fields = [c for c in self.searcher.items.columns if c not in _NOT_FILTERS]
+        fields = [c for c in self.searcher.filter_fields() if c not in _NOT_FILTERS]
         out = {}
         for key, value in where.items():
             if key not in fields:
@@ -208,7 +215,9 @@ class Service:
         """The answer to POST /api/query. timing_ms: edit, embed and search are the stages of the
         batch the query ran in; total is the request's own time in the server until this answer
         (upload decoding, queueing and picture encoding included)."""
-        results = [{**r, "image_url": image_url(r["id"])} for r in outcome.results or []]
+        # ids and URLs only: a result's path is where the server keeps the file
+        results = [{**{k: v for k, v in r.items() if k != "path"}, "image_url": image_url(r["id"])}
+                   for r in outcome.results or []]
         timing = {k: round(v, 2) for k, v in outcome.timing_ms.items()}
         body = {"targets": outcome.targets, "start": {"item_id": start_id},
                 "image": data_url(job.image), "edited": data_url(outcome.edited),

@@ -115,15 +115,16 @@ def test_query_save_never_writes_over_the_query_photo(world, tmp_path):
     assert photo.read_bytes() == before
 
 
-def test_an_output_name_that_is_a_link_replaces_the_link_not_its_target(world, tmp_path):
+def test_an_output_name_that_is_a_link_is_refused_and_its_target_kept(world, tmp_path):
+    # A link is never a file the tool wrote: neither it nor what it points to is replaced.
     target = _picture(tmp_path / "elsewhere" / "mine.png", 32, 32, 0)
     before = target.read_bytes()
     out = tmp_path / "D"
     out.mkdir()
     (out / "4_edit.png").symlink_to(target)
-    assert run("edit", world["image"], "--color", "red", "--model", world["gan"],
-               "--out", out).exit_code == 0
-    assert target.read_bytes() == before and not (out / "4_edit.png").is_symlink()
+    assert_refused(run("edit", world["image"], "--color", "red", "--model", world["gan"],
+                       "--out", out), "4_edit.png", "is a link")
+    assert target.read_bytes() == before and (out / "4_edit.png").is_symlink()
 
 
 # ---------------------------------------------------------------- output paths (row 7)

@@ -59,13 +59,15 @@ def train_args(world, out, *extra):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A tiny catalog, a tiny CNN+CAM classifier, a 4-iteration AMGAN run and its export."""
+    """A tiny catalog, a tiny CNN+CAM classifier, an AMGAN run planned for 6 iterations stopped
+    at 4 (so it can resume), and its export."""
     root = tmp_path_factory.mktemp("safety")
     db = make_catalog(root)
     cam = make_classifier(root / "cam")
     world = {"root": root, "db": db, "cam": cam, "run": root / "run", "gan": root / "gan"}
     torch.set_num_threads(1)
-    result = run(*train_args(world, world["run"], "--iters", "4", "--ckpt-every", "2"))
+    result = run(*train_args(world, world["run"], "--iters", "6", "--stop-at", "4",
+                             "--ckpt-every", "2"))
     assert result.exit_code == 0, result.output
     result = run("train", "export", world["run"], "--out", world["gan"])
     assert result.exit_code == 0, result.output
@@ -173,13 +175,15 @@ def test_a_second_training_of_one_run_fails_at_once(world, tmp_path):
     assert ckpt.latest_checkpoint(run_dir).name == "step-0000004"
 
 
-def test_pruning_never_removes_the_checkpoint_latest_names(tmp_path):
+def test_pruning_never_removes_the_newest_checkpoint(tmp_path):
+    newest = 0
     for step in (1000, 2000, 2, 3, 4):
         ckpt.save_checkpoint(tmp_path, step, {"w": torch.full((2,), float(step))}, {}, keep=2)
+        newest = max(newest, step)
         latest = ckpt.latest_checkpoint(tmp_path)
-        assert latest.name == f"step-{step:07d}"
-        assert ckpt.load_checkpoint(latest)[1]["step"] == step
-    # step 2 was pruned by step 4 (keep 2); the later steps of an earlier run are left alone
+        assert latest.name == f"step-{newest:07d}"  # the newest, whatever came last
+        assert ckpt.load_checkpoint(latest)[1]["step"] == newest
+    # step 2 was pruned by step 4 (keep 2); the later steps are left alone
     names = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
     assert names == ["step-0000003", "step-0000004", "step-0001000", "step-0002000"]
 

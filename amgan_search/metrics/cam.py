@@ -61,6 +61,9 @@ def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.BILINEAR)) >= 128
 
 
+CAM_SHEET = "evaluate-classifier"  # what its PNG records as its maker (`images.save_image`)
+
+
 def cam_sheet(classifier, out, n: int = 6, seed: int = 777, render_size: int = 128,
               tile: int = 96) -> None:
     """A picture for people: each scene, then the CAM of its own value of every attribute over it."""
@@ -86,4 +89,5 @@ def cam_sheet(classifier, out, n: int = 6, seed: int = 777, render_size: int = 1
             red[..., 0] = 255
             tiles.append(0.45 * shown + 0.55 * (heat * red + (1 - heat) * shown * 0.3))
         rows.append(np.concatenate(tiles, axis=1))
-    save_image(out, np.clip(np.concatenate(rows, axis=0), 0, 255).astype(np.uint8))
+    save_image(out, np.clip(np.concatenate(rows, axis=0), 0, 255).astype(np.uint8),
+               made_by=CAM_SHEET)

@@ -3,12 +3,15 @@ its attributes and its whole scene as JSON), schema.json and synthetic.json (the
 read the scenes back.
 
 The folder carries the "catalog" marker (`outputs.mark`): a synthetic catalog is replaced only when
-asked to (`overwrite`), and a folder holding anything else is never written into."""
+asked to (`overwrite`), and a folder holding anything else is never written into. A replaced
+catalog keeps the files the renderer did not write there (`made_by_synth`: a user's notes, a DB
+imported into the folder)."""
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 import sys
 from collections import Counter
 from dataclasses import replace
@@ -19,7 +22,7 @@ import numpy as np
 
 from amgan_search.errors import UserError
 from amgan_search.io import check_parents
-from amgan_search.outputs import OutputExists, claim_dir, mark
+from amgan_search.outputs import MARKER, OutputExists, carry_over, claim_dir, mark
 from amgan_search.schema import SYNTHETIC_ATTRIBUTES, Schema, synthetic_schema
 from amgan_search.synthetic.paint import render
 from amgan_search.synthetic.scene import SCENE_VERSION, Scene, sample_scene
@@ -80,6 +83,15 @@ def _image_name(i: int, fmt: str) -> str:
     return f"images/{i:06d}.{fmt}"
 
 
+_IMAGE_NAME = re.compile(rf"^images/\d{{6}}\.(?:{'|'.join(FORMATS)})$")
+
+
+def made_by_synth(rel: str) -> bool:
+    """Whether a path inside a catalog folder is one the renderer writes (`_image_name`, the
+    tables, the marker): what replacing the catalog may drop."""
+    return rel in (CATALOG_CSV, SCHEMA_JSON, SETTINGS_JSON, MARKER) or bool(_IMAGE_NAME.match(rel))
+
+
 def _render_chunk(task) -> int:
     """Worker: render and write one chunk of rows (top level so a process pool can pickle it)."""
     from amgan_search.images import save_image
@@ -109,7 +121,8 @@ def write_catalog(out_dir: str | os.PathLike, n: int, seed: int = 0, size: int =
 
     The directory is built beside OUT_DIR under a temporary name and renamed into place, so a
     reader never sees half a catalog. Same arguments -> byte-identical files. An existing OUT_DIR
-    is replaced only when it is a synthetic catalog and `overwrite` is given.
+    is replaced only when it is a synthetic catalog and `overwrite` is given, keeping the files
+    the renderer did not write there.
     """
     from amgan_search.io import atomic_dir, write_json, writer_lock
 
@@ -128,6 +141,7 @@ def write_catalog(out_dir: str | os.PathLike, n: int, seed: int = 0, size: int =
             "n": int(n), "seed": int(seed), "size": int(size), "attributes": schema.names,
             "format": fmt, "test_fraction": float(test_fraction), "scene_version": SCENE_VERSION,
         })
+        carry_over(out, tmp, made_by_synth)
     return out
 
 

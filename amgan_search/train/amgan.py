@@ -35,11 +35,21 @@ from amgan_search.schema import Schema
 from amgan_search.train.batches import (DataOrder, ReferencePicker, batch_stream, group_keys,
                                         reference_images)
 from amgan_search.train.config import AmganConfig
-from amgan_search.train.loop import (LOG, RUN_CONFIG, RunFolder, due, from_every_rank, open_run,
-                                     progress_bar, rng_state, sample_grid, set_rng_state,
-                                     tensorboard, training_seconds)
+from amgan_search.train.loop import (LOG, RUN_CONFIG, RunFolder, check_resume, due,
+                                     from_every_rank, open_run, progress_bar, rng_state,
+                                     sample_grid, set_rng_state, tensorboard, training_seconds)
 from amgan_search.train.trainer import AmganTrainer, lr_at
 from amgan_search.train.validation import BEST, check_validation, picked_by, validate
+
+
+# What a resumed run may change: where it runs and what it writes when, not what it computes. The
+# schedule (`iters`: the learning rate's decay), the data, the networks, the losses and the seed
+# are fixed at the start; a run planned for other values is another run. Validation reads the
+# generator without changing it.
+RESUME_FREE = ("out", "resume", "progress", "stop_at", "workers", "threads", "device", "bf16",
+               "channels_last", "sample_every", "ckpt_every", "log_every", "val_scenes",
+               "val_scene_attributes")
+RESUME_FIXED = tuple(f.name for f in dataclasses.fields(AmganConfig) if f.name not in RESUME_FREE)
 
 
 def train_amgan(config: AmganConfig, *, dataset=None, schema: Schema | None = None,
@@ -94,6 +104,9 @@ class AmganRun:
         self.order = DataOrder(len(self.dataset), config.batch_size, config.seed, rank, world)
         if config.val_scenes:
             check_validation(self.schema, config.val_scene_attributes)
+        if config.resume:
+            check_resume(self.folder, dataclasses.asdict(config), RESUME_FIXED,
+                         paths=("db", "classifier"))
         self.start = self._resume() if config.resume else self._fresh()
         self.best_score = self._best_score()
         self.folder.write_config(dataclasses.asdict(config))

@@ -46,7 +46,8 @@ from amgan_search.train.classifier_data import (EpochSampler, Splits, accuracy_l
                                                 given_splits)
 from amgan_search.train.checks import SEED_MAX, TRAIN_SIZES, number, whole
 from amgan_search.train.classifier_init import check_init, initialise
-from amgan_search.train.loop import RunFolder, open_run, progress_bar, rng_state, set_rng_state
+from amgan_search.train.loop import (RunFolder, check_resume, open_run, progress_bar, rng_state,
+                                     set_rng_state)
 
 OPTIMIZERS = ("adamw", "sgd")
 # Defaults by role. The evaluation classifier must not share the CAM network's seed or its
@@ -121,9 +122,10 @@ def _check_numbers(c: ClassifierConfig) -> None:
                         f"{', '.join(map(str, OUTPUT_STRIDES))}")
 
 
-# The fields that define the model and the data order: a resumed run must match them.
+# The fields that define the model, the data order and the optimisation: a resumed run must match
+# them. Not `epochs`: resuming with more stretches the cosine schedule over the new total.
 _RESUME_FIXED = ("role", "arch", "size", "output_stride", "batch_size", "seed", "val_fraction",
-                 "optimizer", "db")
+                 "optimizer", "lr", "weight_decay", "warmup_steps", "db")
 
 
 def train_classifier(config: ClassifierConfig, train_set: Dataset | None = None,
@@ -180,11 +182,7 @@ def _resuming(c: ClassifierConfig, folder: RunFolder) -> bool:
     if folder.latest() is None:
         folder.trim_log(0, key="step")  # a kill before the first checkpoint left nothing to go on
         return False
-    saved = folder.saved_config()
-    changed = [k for k in _RESUME_FIXED if k in saved and saved[k] != getattr(c, k)]
-    if changed:
-        raise UserError(f"{folder.out}: cannot resume with another "
-                        + ", ".join(f"{k} ({saved[k]!r} -> {getattr(c, k)!r})" for k in changed))
+    check_resume(folder, dataclasses.asdict(c), _RESUME_FIXED, paths=("db",))
     return True
 
 
@@ -379,11 +377,6 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-# The fields that define the model and the data order: a resumed run must match them.
-_RESUME_FIXED = ("role", "arch", "size", "output_stride", "batch_size", "seed", "val_fraction",
-                 "optimizer", "db")
 
 
 def export_classifier(run_dir: str | Path, out: str | Path) -> dict:

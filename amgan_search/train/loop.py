@@ -8,6 +8,8 @@ rank 0 writes: the other ranks hold a RunFolder whose writes do nothing.
 A training claims its folder and holds its writer lock while it runs (`open_run`): a fresh run
 never writes into a folder that holds anything else, an existing run is continued only when asked,
 and a second training of the same run fails at once instead of interleaving with the first.
+Resume is resume: a run goes on only with the values it was started with in every field that
+changes what it computes (`check_resume`), or refuses naming the fields that differ.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import random
 import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -116,6 +118,32 @@ def open_run(out: str | Path, resume: bool, inputs: Iterable[str | Path | None] 
             mark(where, "run")
         remove_leftovers(where)
         yield
+
+
+def check_resume(folder: "RunFolder", config: dict[str, Any], fields: Iterable[str],
+                 paths: Iterable[str] = ()) -> None:
+    """Refuse to resume the run in `folder` with values of `fields` other than its
+    train_config.json records, naming each (`paths`: fields compared as the files they name, so
+    `data/x.db` and its absolute path are the same). Fields the record lacks (a run begun before
+    they existed) are not compared."""
+    saved = folder.saved_config()
+    if not isinstance(saved, dict):
+        raise UserError(f"{folder.out / RUN_CONFIG}: not a JSON object")
+    paths = set(paths)
+    changed = [k for k in fields if k in saved
+               and _as_saved(config.get(k), k in paths) != _as_saved(saved[k], k in paths)]
+    if changed:
+        raise UserError(f"{folder.out}: cannot resume with another "
+                        + ", ".join(f"{k} ({saved[k]!r} -> {config.get(k)!r})" for k in changed)
+                        + f"; the run was started with the values in {RUN_CONFIG}")
+
+
+def _as_saved(value, is_path: bool):
+    """A value as train_config.json holds it (tuples are lists), a path to an existing file or
+    folder as the one it names."""
+    if is_path and value is not None and Path(value).exists():
+        return str(Path(value).resolve())
+    return json.loads(json.dumps(value))
 
 
 # `.NAME.PID.XXXX.tmp` / `.NAME.PID.old`: io's temporary names (see amgan_search.io)
