@@ -66,6 +66,17 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
+def print_rows(name: str, rows: list[dict], as_json: bool = False) -> None:
+    """A benchmark's rows as JSON, or as the table with each row's note under it."""
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(format_table([{"benchmark": name, **r} for r in rows]))
+    for r in rows:
+        if r.get("note"):
+            print(f"note ({r['measure']}): {r['note']}")
+
+
 def standalone(run, description: str, argv=None, **int_options) -> None:
     """`python benchmarks/X.py [--tiny] [--OPTION N] [--json]` for one benchmark's run()."""
     parser = argparse.ArgumentParser(description=description)

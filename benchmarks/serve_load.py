@@ -361,15 +361,9 @@ def main(argv=None) -> int:
                  clients=tuple(int(c) for c in args.clients.split(",")), index=args.index,
                  model=args.model, threads=args.threads, compile=not args.no_compile,
                  max_seconds=args.max_seconds, workers=args.workers, max_batch=args.max_batch)
-    from benchmarks.run import format_table
+    from benchmarks.run import print_rows
 
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    print(format_table([{"benchmark": "serve_load", **r} for r in result]))
-    for r in result:
-        if r.get("note"):
-            print(f"note ({r['measure']}): {r['note']}")
+    print_rows("serve_load", result, args.json)
     return 0
 
 
