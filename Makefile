@@ -23,6 +23,6 @@ lint: .venv/.installed
 	cd build/lint && PYTHONPATH=. ../../.venv/bin/lint-imports --no-cache --no-logo ../../pyproject.toml
 
 bench: .venv/.installed
-	$(PY) -m benchmarks.run
+	$(PY) -m perf.run
 
 .PHONY: demo test lint bench

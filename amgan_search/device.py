@@ -104,7 +104,7 @@ def barrier() -> None:
 # Torch's default is one thread per core, chosen for one process alone on a machine. Ours:
 # - query (the CLI, one image): its operations are small (64x64 images, batch 1) and OpenMP threads
 #   wait for each other at every one, so a thread whose core another process takes stalls them
-#   all. Measured on a 2-core machine, warm query p50 (benchmarks/query_latency.py): under load,
+#   all. Measured on a 2-core machine, warm query p50 (perf/query_latency.py): under load,
 #   136 ms with 1 thread against 501 ms with 2 (the issue saw 129 against 662-5466); near idle,
 #   128 ms with 1 against 76 ms with 2. The CLI runs on shared machines and its inference is a
 #   small part of a cold query (about 3 s), so it takes the robust choice: half the cores, at most

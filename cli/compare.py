@@ -1,4 +1,4 @@
-"""`amgan-search compare`: the paper's whole comparison as one command (index/compare_run.py)."""
+"""`amgan-search compare`: the paper's whole comparison as one command (index/evaluate/compare/run.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import click
 
 from amgan_search.cli.options import (SEED, WORKERS, attribute_list, check_own_folder,
                                       device_option, writable_dir)
-from amgan_search.index.compare_models import COMPARED, PICKS
+from amgan_search.index.evaluate.compare.models import COMPARED, PICKS
 
 
 @click.command()
@@ -59,9 +59,9 @@ def compare(train_db, db, index_dir, runs, out, methods, iters, step, pick, no_t
     """Train (resume) every method to one iteration, benchmark them between real (the floor) and
     oracle (the ceiling), grade their edits, and write comparison.md/.json/.png, every number
     with a 95% interval over queries."""
-    from amgan_search.index.compare_models import OWN_NAMES, CompareConfig
-    from amgan_search.index.compare_run import run_comparison
-    from amgan_search.index.comparison import comparison_markdown
+    from amgan_search.index.evaluate.compare.models import OWN_NAMES, CompareConfig
+    from amgan_search.index.evaluate.compare.run import run_comparison
+    from amgan_search.index.evaluate.compare.table import comparison_markdown
 
     check_own_folder(out, OWN_NAMES)
     config = CompareConfig(

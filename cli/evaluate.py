@@ -196,10 +196,10 @@ def benchmark(db, index_dir, methods, ks, out, limit, sample, sample_seed, galle
     and MRR per method. A model of fewer attributes than the index edits those it has. The
     protocol's choices and the graders are recorded in run.json; a rerun resumes only the same."""
     from amgan_search.errors import UserError
-    from amgan_search.index.benchmark import (QUERIES, RUN_JSON, BenchmarkConfig, grader_sources,
+    from amgan_search.index.evaluate.benchmark import (QUERIES, RUN_JSON, BenchmarkConfig, grader_sources,
                                               run_benchmark)
-    from amgan_search.index.methods import parse_methods
-    from amgan_search.index.report import SUMMARY_JSON, SUMMARY_MD, TOPK_PNG, summary_markdown
+    from amgan_search.index.evaluate.methods import parse_methods
+    from amgan_search.index.evaluate.report import SUMMARY_JSON, SUMMARY_MD, TOPK_PNG, summary_markdown
 
     if sample is not None and limit is not None:
         raise UserError("--sample replaces --limit; give one of them")

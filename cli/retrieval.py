@@ -105,7 +105,7 @@ def server_schema(url: str | None) -> dict | None:
     if not url:
         return None
     from amgan_search.errors import UserError
-    from amgan_search.index.client import Client
+    from amgan_search.index.serve.client import Client
 
     try:
         return Client(url, timeout=5).attributes()
@@ -173,7 +173,7 @@ def _query_server(url, image, targets, k, where, only_region, no_edit, as_json, 
     """query --server: the same output as a local query, from a running server (no torch here)."""
     from types import SimpleNamespace
 
-    from amgan_search.index.client import Client, local_shape, save_answer
+    from amgan_search.index.serve.client import Client, local_shape, save_answer
 
     if local_models:
         raise click.UsageError("--model, --device, --precision and --threads are the server's "

@@ -29,7 +29,7 @@ def serve(index_dir, model, host, port, threads, no_compile, batch_wait_ms, max_
           workers) -> None:
     """Serve the search: a JSON API (/api/..., OpenAPI page at /docs) and a web page at /."""
     from amgan_search.index.index_dir import default_or_given
-    from amgan_search.index.server import serve as run_server
+    from amgan_search.index.serve.app import serve as run_server
 
     run_server(default_or_given(index_dir), model=model, host=host, port=port, threads=threads,
                compile=not no_compile, wait_ms=batch_wait_ms, max_batch=max_batch, workers=workers,

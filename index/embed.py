@@ -26,7 +26,7 @@ class Embedder:
     machine (bf16 would make an index depend on the CPU that built it), and no bf16 build was
     measured faster here: on a CPU without native bf16 it is slower. Only the query, one image,
     runs in bf16 where the hardware has it, checked by its top-10 agreement with fp32
-    (benchmarks/query_latency.py).
+    (perf/query_latency.py).
     """
 
     model: Any

@@ -35,7 +35,7 @@ def png(width: int, height: int, seed: int = 0) -> bytes:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from amgan_search.index.server import create_app, load_service
+    from amgan_search.index.serve.app import create_app, load_service
 
     world = tiny_world(tmp_path_factory.mktemp("bounds"))
     service = load_service(world["index"], model=world["gan"], threads=1, compile=False,
@@ -102,7 +102,7 @@ def test_query_server_at_a_server_that_is_not_ours_is_one_line(world, tmp_path, 
 
 
 def test_query_server_refuses_an_answer_over_its_size_limit(world, monkeypatch):
-    from amgan_search.index import client
+    from amgan_search.index.serve import client
 
     monkeypatch.setattr(client, "MAX_ANSWER_BYTES", 1000)
     stub = Stub(json.dumps({"results": [], "pad": "x" * 5000}).encode())
@@ -177,7 +177,7 @@ def test_the_budget_never_holds_more_pixels_than_it_has():
 
 def test_an_upload_is_shrunk_as_it_is_decoded_as_the_pipeline_would_shrink_it():
     from amgan_search.images import PixelBudget, decode_image
-    from amgan_search.index.service import WORK_SIDE, shrink
+    from amgan_search.index.serve.service import WORK_SIDE, shrink
 
     data = png(1500, 1100)
     small = decode_image(data, max_side=WORK_SIDE, budget=PixelBudget(10 ** 7))
@@ -198,7 +198,7 @@ def test_query_answers_carry_ids_and_urls_never_the_servers_paths(world):
 
 
 def test_an_error_names_the_servers_files_without_their_folders():
-    from amgan_search.index.server import error
+    from amgan_search.index.serve.app import error
 
     body = error(503, "/srv/data/catalog.db: damaged catalog DB, the catalog of /srv/idx").body
     assert json.loads(body) == {"error": "catalog.db: damaged catalog DB, the catalog of idx"}
@@ -206,7 +206,7 @@ def test_an_error_names_the_servers_files_without_their_folders():
 
 @pytest.mark.slow
 def test_the_upload_benchmark_runs_tiny_and_meets_its_targets():
-    from benchmarks.serve_uploads import run as run_benchmark
+    from perf.serve_uploads import run as run_benchmark
 
     rows = {r["measure"]: r for r in run_benchmark(tiny=True, clients=(2,))}
     assert rows["2 uploads: answered 200"]["value"] == 2

@@ -135,7 +135,7 @@ def test_a_damaged_db_behind_an_index_is_named_by_query(world, tmp_path):
 
 
 def test_a_db_damaged_while_serving_is_named_by_the_server_without_its_path(world, tmp_path):
-    from amgan_search.index.server import create_app, load_service
+    from amgan_search.index.serve.app import create_app, load_service
 
     w = copy_world(world, tmp_path)
     service = load_service(w["index"], model=w["gan"], threads=1, compile=False,

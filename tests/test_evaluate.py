@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from amgan_search.errors import UserError
-from amgan_search.index.benchmark import BenchmarkConfig, run_benchmark
-from amgan_search.index.methods import parse_methods
+from amgan_search.index.evaluate.benchmark import BenchmarkConfig, run_benchmark
+from amgan_search.index.evaluate.methods import parse_methods
 from amgan_search.metrics.retrieval import (classification_accuracy, dcg, method_metrics, ndcg,
                                             parse_ks, query_targets, ranking_scores, relevance,
                                             retrieval_hits, target_matches, topk_accuracy)
@@ -247,7 +247,7 @@ def test_benchmark_test_gallery_searches_only_the_test_split(bench, tmp_path):
 
 def test_benchmark_seeded_sample_of_queries(bench, tmp_path):
     from amgan_search.catalog import Catalog
-    from amgan_search.index.benchmark import query_rows
+    from amgan_search.index.evaluate.benchmark import query_rows
 
     rows = query_rows(6, None, 3, seed=1)
     assert rows == query_rows(6, None, 3, seed=1) and len(set(rows)) == 3 and rows == sorted(rows)
@@ -265,7 +265,7 @@ def test_summary_counts_missing_labels_by_the_run_rule(tmp_path):
     """The summary scores a missing label by the recorded rule (a stand-in searcher: no index)."""
     from types import SimpleNamespace
 
-    from amgan_search.index.report import summarise
+    from amgan_search.index.evaluate.report import summarise
 
     labels = np.array([(1, 0), (1, 1), (1, -1), (0, -1)])
     searcher = SimpleNamespace(ids=["p", "q", "r", "s"], labels=labels, dir=tmp_path, count=4,

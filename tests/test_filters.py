@@ -58,7 +58,7 @@ def test_the_searcher_offers_only_fields_the_catalog_fills(world):
 
 
 def test_the_server_refuses_a_where_field_the_catalog_does_not_fill(world):
-    from amgan_search.index.server import create_app, load_service
+    from amgan_search.index.serve.app import create_app, load_service
 
     service = load_service(world["index"], model=world["gan"], threads=1, compile=False,
                            log=lambda _: None)

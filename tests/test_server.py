@@ -19,10 +19,10 @@ from PIL import Image
 
 from amgan_search.cli.main import cli
 from amgan_search.images import load_image
-from amgan_search.index.batch_query import Job, edit_many, run_jobs
-from amgan_search.index.batching import MicroBatcher
-from amgan_search.index.server import create_app, load_service
-from amgan_search.index.service import MAX_UPLOAD_BYTES
+from amgan_search.index.serve.batch_query import Job, edit_many, run_jobs
+from amgan_search.index.serve.batching import MicroBatcher
+from amgan_search.index.serve.app import create_app, load_service
+from amgan_search.index.serve.service import MAX_UPLOAD_BYTES
 
 
 @pytest.fixture(scope="module")
@@ -337,7 +337,7 @@ def live(setup):
     127.0.0.1, a free port, in a thread; stopped at the end."""
     import uvicorn
 
-    from amgan_search.index.server import listen_socket
+    from amgan_search.index.serve.app import listen_socket
 
     service = load_service(setup["index"], model=setup["gan"], threads=1, compile=False,
                            max_batch=4, log=lambda _: None)
@@ -431,7 +431,7 @@ def test_a_large_photo_is_answered_with_previews(setup, tmp_path):
 
 @pytest.mark.slow
 def test_load_test_runs_tiny_with_no_failures_and_bad_requests_refused():
-    from benchmarks.serve_load import run
+    from perf.serve_load import run
 
     rows = {r["measure"]: r for r in run(tiny=True, queries=2, clients=(1, 4))}
     assert rows["1 clients: failed requests"]["value"] == 0

@@ -1,7 +1,7 @@
 """The paper's two metrics: classification accuracy of edits and top-k retrieval accuracy.
 
 Pure functions of arrays and query records; the resumable runner that produces the records for
-every method over a catalog's test split is `amgan_search.index.benchmark`.
+every method over a catalog's test split is `amgan_search.index.evaluate.benchmark`.
 
 Protocol (DESIGN "Metrics"): for every test image, every attribute (or those chosen to edit: the
 harder setting edits two of four) and every target value other than its current one, the query is

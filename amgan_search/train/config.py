@@ -65,7 +65,7 @@ class AmganConfig:
     # Our option where the paper trains D's classification head on real images only (0: the
     # paper). The generator's edits are adversarial examples for a head that never sees them:
     # it reads them as the target more often than the true edits and accepts nearly all that
-    # keep the sleeves (docs/results/experiments/d_probe.py). With a weight here the head also
+    # keep the sleeves (experiments/d_probe.py). With a weight here the head also
     # learns to read each edit as the photo it came from, so L_cls is paid only by edits the
     # head cannot tell from a real photo of the target.
     lambda_cls_fake: float = 0.0

@@ -1,4 +1,4 @@
-"""The comparison's models (`amgan-search compare`, steps 1-3 of `index.compare_run`): its
+"""The comparison's models (`amgan-search compare`, steps 1-3 of `compare.run`): its
 settings, the iteration every method is evaluated at, and the runs trained (resumed) and exported
 to it. Training and exports follow runs/compare/drive.sh (TRAIN, CAM_TRAIN), so every method
 trains alike and a run the background driver started is resumed, not restarted.

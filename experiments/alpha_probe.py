@@ -1,6 +1,6 @@
 """Is an AMGAN's content image z right where its composite is wrong? Re-compose its edits with
 alpha transformed, grade by the truth.
-python docs/results/experiments/alpha_probe.py [N [MODEL [SCENE_ATTRIBUTES [VARIANT...]]]]
+python experiments/alpha_probe.py [N [MODEL [SCENE_ATTRIBUTES [VARIANT...]]]]
 (default: the shipped model, its own scenes, every variant; appends to alpha_probe.jsonl. The
 first two rows, of the shipped model, are the two variants that ran in 20 minutes on a loaded CPU)"""
 import json, sys

@@ -3,7 +3,7 @@ each number with a 95% interval over queries (`comparison.json`, `comparison.md`
 `comparison.png`).
 
 Inputs are records, so the table is a pure function of what the runs wrote:
-- the benchmark's query records (`index.benchmark`): one per (query image, edited attribute,
+- the benchmark's query records (`evaluate.benchmark`): one per (query image, edited attribute,
   target vector) and method, with each CNN grader's reading ("predicted"), the reading of the
   grader that is no network ("truth") and the ids retrieved;
 - the edit records of each generator (`metrics.edits.evaluate_edits`): one per (scene, attribute,

@@ -3,7 +3,7 @@
 Every (test image, attribute to edit, other value) query of every method is edited, embedded,
 searched against the index and appended to queries.jsonl, durably per batch, so a killed run
 resumes where it stopped; the records are then summarised (`amgan_search.metrics.retrieval`) into
-summary.json, summary.md and topk.png (`index.report`). The protocol is in the metrics module's
+summary.json, summary.md and topk.png (`evaluate.report`). The protocol is in the metrics module's
 docstring.
 
 Protocol choices (the defaults first; ADDE's public evaluation makes the other ones), recorded in
@@ -47,7 +47,7 @@ import numpy as np
 
 from amgan_search.editors import Editor, IdentityEditor
 from amgan_search.errors import UserError
-from amgan_search.index.methods import Method, check_methods
+from amgan_search.index.evaluate.methods import Method, check_methods
 from amgan_search.metrics.retrieval import (DEFAULT_KS, MISSING_RULES, WILDCARD, parse_ks,
                                             query_targets, relevance)
 from amgan_search.schema import Schema
@@ -162,7 +162,7 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
     """Run every method over the test split (resuming what queries.jsonl already holds) and summarise."""
     from amgan_search.catalog import Catalog
     from amgan_search.device import pick_device
-    from amgan_search.index.report import summarise, write_outputs
+    from amgan_search.index.evaluate.report import summarise, write_outputs
     from amgan_search.index.search import Searcher
     from amgan_search.io import JsonlWriter, read_jsonl
     from amgan_search.registry import load_graders

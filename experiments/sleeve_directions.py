@@ -1,5 +1,5 @@
 """Which sleeve edits fail: those that take fabric away or those that add it?
-python docs/results/experiments/sleeve_directions.py NAME... reads the records of
+python experiments/sleeve_directions.py NAME... reads the records of
 `evaluate-edits` (docs/results/experiments/NAME.jsonl) and prints, per run and direction, how the
 truth reads the sleeve edits: the target, the photo's own sleeve (nothing changed), a length
 between the two or past the target (moved the right way, wrong length), or the other way."""
@@ -10,7 +10,7 @@ from pathlib import Path
 from amgan_search.io import read_jsonl
 from amgan_search.schema import SYNTHETIC_SLEEVES
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1] / "docs" / "results" / "experiments"  # the records
 LENGTH = {v: -i for i, v in enumerate(SYNTHETIC_SLEEVES)}  # long 0 > three-quarter > short > sleeveless
 
 

@@ -8,10 +8,10 @@
 3. each run's checkpoint at `step` (`--checkpoint best`: the one the truth's validation scores
    best up to it) exported to `RUNS/models/<method>-<iteration>` (runs keep only their last
    checkpoints, so an exported model is what keeps an iteration evaluable);
-4. the benchmark (`index.benchmark`, resumable) of real, every method and oracle into OUT/benchmark;
+4. the benchmark (`evaluate.benchmark`, resumable) of real, every method and oracle into OUT/benchmark;
 5. each generator's edits against the renderer's truth into OUT/edits/<method>.jsonl (kept when
    its OUT/edits/<method>.json says the same settings);
-6. the report (`index.comparison`): OUT/comparison.json, .md and .png.
+6. the report (`compare.table`): OUT/comparison.json, .md and .png.
 OUT/compare.json records the step, the data and the models, so a rerun never mixes the benchmark
 records of one iteration with another's.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from amgan_search.errors import UserError
 
-from amgan_search.index.compare_models import (BENCHMARK, CAM_MODEL, CAM_RUN, CAM_TRAIN,
+from amgan_search.index.evaluate.compare.models import (BENCHMARK, CAM_MODEL, CAM_RUN, CAM_TRAIN,
                                                EDIT_ATTRIBUTES, EDIT_SIZE, EDITS, KS, SETTINGS,
                                                TRAIN, CompareConfig, cam_dir, ensure_cam,
                                                model_dir, needs_cam, plan, prepare_models)
@@ -72,8 +72,8 @@ def check_settings(config: CompareConfig, now: dict) -> dict:
 
 def benchmark(config: CompareConfig, models: dict[str, Path], spec: str) -> Path:
     """real, every method and oracle over the sampled test queries (resumes OUT/benchmark)."""
-    from amgan_search.index.benchmark import QUERIES, BenchmarkConfig, run_benchmark
-    from amgan_search.index.methods import parse_methods
+    from amgan_search.index.evaluate.benchmark import QUERIES, BenchmarkConfig, run_benchmark
+    from amgan_search.index.evaluate.methods import parse_methods
 
     out = Path(config.out) / BENCHMARK
     methods = parse_methods(["real", *(f"{m}={p}" for m, p in models.items()), "oracle"])
@@ -174,7 +174,7 @@ def compare_command(config: CompareConfig, step: int) -> str:
 def report(config: CompareConfig, step: int, picked: dict[str, int], queries: Path,
            edit_records: dict, spec: str) -> dict:
     """comparison.json, .md and .png from the records."""
-    from amgan_search.index.comparison import comparison_table, write_comparison
+    from amgan_search.index.evaluate.compare.table import comparison_table, write_comparison
     from amgan_search.index.search import Searcher
     from amgan_search.io import read_jsonl
     from amgan_search.registry import parse_graders

@@ -51,7 +51,7 @@ def main(argv=None) -> int:
         if name not in SUITE:
             parser.error(f"unknown benchmark {name!r}; known: {', '.join(SUITE)}")
         start = time.perf_counter()
-        module = importlib.import_module(f"benchmarks.{name}")
+        module = importlib.import_module(f"perf.{name}")
         for row in module.run(tiny=args.tiny):
             rows.append({"benchmark": name, **row})
         print(f"[{name}: {time.perf_counter() - start:.1f} s]", file=sys.stderr)
@@ -78,7 +78,7 @@ def print_rows(name: str, rows: list[dict], as_json: bool = False) -> None:
 
 
 def standalone(run, description: str, argv=None, **int_options) -> None:
-    """`python benchmarks/X.py [--tiny] [--OPTION N] [--json]` for one benchmark's run()."""
+    """`python perf/X.py [--tiny] [--OPTION N] [--json]` for one benchmark's run()."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--tiny", action="store_true", help="toy sizes, seconds")
     for name, help_text in int_options.items():

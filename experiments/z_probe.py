@@ -1,12 +1,12 @@
 """Where does an attention model's shortened sleeve get lost: in alpha (the mask does not open over
 the fabric to remove) or in z (the content image under it still draws the sleeve)?
-python docs/results/experiments/z_probe.py N MODEL [SCENE_ATTRIBUTES] grades every sleeve edit of N
+python experiments/z_probe.py N MODEL [SCENE_ATTRIBUTES] grades every sleeve edit of N
 test scenes (seed 777, as evaluate-edits) twice by the truth: composed as trained, and composed
 with alpha replaced by the truly changed region (the pixels where the input and its true edit
 differ, inside garment | arms: z there, the photo elsewhere). Per direction (fabric taken away or
 added) it prints how often the truth reads the target, and the mean alpha over the truly changed
 pixels; appends the rows to z_probe.jsonl.
-python docs/results/experiments/z_probe.py sheet MODEL OUT.png [SCENE_ATTRIBUTES] draws the first
+python experiments/z_probe.py sheet MODEL OUT.png [SCENE_ATTRIBUTES] draws the first
 test scenes with a sleeve edited to sleeveless: the photo, its true edit, the model's edit, z,
 z through the true change, and alpha."""
 import json
@@ -24,7 +24,7 @@ from amgan_search.registry import load_model  # noqa: E402
 from amgan_search.synthetic import render, sample_scene  # noqa: E402
 from sleeve_directions import shortens  # noqa: E402  (this folder's script, beside this one)
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1] / "docs" / "results" / "experiments"  # the records
 SEED = 777
 
 

@@ -16,7 +16,7 @@ come from, padded to 10,000 with random unit vectors (search cost depends on the
 dimension only). The shipped models when present, else untrained ones of the same shapes (cost
 does not depend on weights). `--tiny` leaves out the compiled variant (compiling takes minutes).
 
-    python benchmarks/query_latency.py [--tiny] [--repeats 50] [--queries 100] [--json]
+    python perf/query_latency.py [--tiny] [--repeats 50] [--queries 100] [--json]
 """
 
 from __future__ import annotations
@@ -254,9 +254,9 @@ def _rows(times: dict, agree: dict, facts: dict) -> list[dict]:
     return rows
 
 
-if __name__ == "__main__":  # `python -m benchmarks.query_latency`, or the script: reach the package
+if __name__ == "__main__":  # `python -m perf.query_latency`, or the script: reach the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks.run import standalone
+    from perf.run import standalone
 
     standalone(run, __doc__.splitlines()[0], repeats="queries timed per stage",
                queries="queries compared with fp32 for top-10 agreement")

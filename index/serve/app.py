@@ -1,5 +1,5 @@
 """`amgan-search serve`: one long-running process with the index and the models loaded once,
-answering a JSON API and the web page (index/web, at / and /static/):
+answering a JSON API and the web page (index/serve/web, at / and /static/):
 
   GET  /api/health                  status, item count, model, compiled, device
   GET  /api/schema                  attributes and values, regions, metadata filters, k_max
@@ -46,7 +46,7 @@ from amgan_search import __version__
 from amgan_search.errors import UserError
 from amgan_search.images import decode_image
 from amgan_search.index.index_dir import StaleIndex
-from amgan_search.index.service import MAX_UPLOAD_BYTES, WORK_SIDE, NotFound, Service
+from amgan_search.index.serve.service import MAX_UPLOAD_BYTES, WORK_SIDE, NotFound, Service
 from amgan_search.io import parse_json
 
 WEB_DIR = Path(__file__).resolve().parent / "web"

@@ -2,7 +2,7 @@
 
 import math
 
-from benchmarks.run import SUITE, format_table, main
+from perf.run import SUITE, format_table, main
 
 
 def test_every_benchmark_runs_tiny_and_reports_ratios_against_a_same_run_baseline(capsys, tmp_path):

@@ -14,7 +14,7 @@ after each burst, /api/health under 0.5 s throughout.
 Bounded: a fixed number of uploads (--rounds per client per burst), each with a timeout, the
 whole run under --max-seconds; the server is stopped at the end whatever happens.
 
-    python benchmarks/serve_uploads.py [--tiny] [--clients 8,16] [--rounds 1] [--no-compile]
+    python perf/serve_uploads.py [--tiny] [--clients 8,16] [--rounds 1] [--no-compile]
         [--samples FILE.jsonl] [--json]
 """
 
@@ -135,7 +135,7 @@ def settle(server, seconds: float) -> float:
 def burst(port: int, bodies, clients: int, rounds: int, deadline: float) -> list[tuple[float, int]]:
     """`clients` threads at once, each sending `rounds` uploads (the body kinds in turn);
     (seconds, status) of each."""
-    from benchmarks.serve_load import REQUEST_TIMEOUT_S, request
+    from perf.serve_load import REQUEST_TIMEOUT_S, request
 
     done: list[tuple[float, int]] = []
     lock = threading.Lock()
@@ -168,9 +168,9 @@ def burst(port: int, bodies, clients: int, rounds: int, deadline: float) -> list
 def run(tiny: bool = False, clients: tuple[int, ...] = (8, 16), rounds: int = 1,
         compile: bool = True, threads: int | None = None, n: int = 10_000,
         max_seconds: float = 900.0, samples: str | None = None) -> list[dict]:
-    from benchmarks.serve_load import (ServerProcess, _models, load_phase, photos, query_bodies,
+    from perf.serve_load import (ServerProcess, _models, load_phase, photos, query_bodies,
                                        synthetic_index)
-    from amgan_search.index.client import multipart
+    from amgan_search.index.serve.client import multipart
     from amgan_search.index.index_dir import load_info
 
     started = time.monotonic()
@@ -276,7 +276,7 @@ def main(argv=None) -> None:
                         help="write every memory sample and health probe here (JSON lines)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args(argv)
-    from benchmarks.run import print_rows
+    from perf.run import print_rows
 
     print_rows("serve_uploads", run(
         tiny=args.tiny, clients=tuple(int(c) for c in args.clients.split(",")),
@@ -284,7 +284,7 @@ def main(argv=None) -> None:
         max_seconds=args.max_seconds, samples=args.samples), args.json)
 
 
-if __name__ == "__main__":  # `python -m benchmarks.serve_uploads`, or the script: reach the package
+if __name__ == "__main__":  # `python -m perf.serve_uploads`, or the script: reach the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(main())

@@ -1,7 +1,7 @@
 """Embedder throughput on this machine: images/s at batch 64, with channels_last and bf16 autocast
 on and off, each as a ratio to the plain fp32 contiguous baseline measured in the same run.
 
-    python -m benchmarks.embedder [--tiny]
+    python -m perf.embedder [--tiny]
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Is run A ahead of run B by the truth, beyond what the test scenes can tell apart?
-python docs/results/experiments/paired.py A B [A B ...] reads both runs' `evaluate-edits` records
+python experiments/paired.py A B [A B ...] reads both runs' `evaluate-edits` records
 (docs/results/experiments/NAME.jsonl: the same scenes and targets, seed 777) and prints, per
 attribute and for the shorter-sleeve edits, A's truth accuracy minus B's on the same edits with a
 95% interval (percentile bootstrap over scenes, 1000 draws, seed 0: an interval that excludes 0

@@ -8,7 +8,7 @@ PHOTO --color red --json` on a 10,000-item index; `amgan-search --help` and `que
 query's ratio to "import torch + models" is what the query path adds around the unavoidable
 (target at most 1.5); `--help` should stay instant (target under 0.3 s). `--tiny` leaves out the models and the cold query (seconds each).
 
-    python benchmarks/cold_start.py [--tiny] [--repeats 5] [--json]
+    python perf/cold_start.py [--tiny] [--repeats 5] [--json]
 """
 
 from __future__ import annotations
@@ -109,8 +109,8 @@ def _cold_query(repeats: int, n: int, torch_s: float) -> list[dict]:
     ]
 
 
-if __name__ == "__main__":  # `python -m benchmarks.cold_start`, or the script: reach the package
+if __name__ == "__main__":  # `python -m perf.cold_start`, or the script: reach the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks.run import standalone
+    from perf.run import standalone
 
     standalone(run, __doc__.splitlines()[0], repeats="fresh processes per measure")

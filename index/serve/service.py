@@ -21,8 +21,8 @@ import numpy as np
 
 from amgan_search.errors import UserError
 from amgan_search.images import MAX_PIXELS, PixelBudget
-from amgan_search.index.batch_query import Job, Outcome, run_jobs
-from amgan_search.index.batching import MicroBatcher
+from amgan_search.index.serve.batch_query import Job, Outcome, run_jobs
+from amgan_search.index.serve.batching import MicroBatcher
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # 10 MiB: a large phone photo fits, a runaway upload does not
 K_MAX = 100
@@ -36,7 +36,7 @@ WORK_SIDE = 1024
 # Pixels of uploads decoded at once: one of the largest the loader takes (images.MAX_PIXELS), or
 # three 12 MP photos. A 40 MP RGB upload is a 120 MB picture while it decodes, several times that
 # with a palette or transparency on its way to RGB, before the shrink to WORK_SIDE; a burst of small
-# files that decode large waits its turn instead of holding gigabytes (benchmarks/serve_uploads.py).
+# files that decode large waits its turn instead of holding gigabytes (perf/serve_uploads.py).
 DECODE_PIXELS = MAX_PIXELS
 FILTER_VALUES_MAX = 200  # a metadata column with more distinct values is no menu (ids, paths)
 _NOT_FILTERS = ("row", "id", "path")

@@ -1,5 +1,5 @@
 """Does D_C's critic single out the edits the truth rejects, told the target or not?
-python docs/results/experiments/dc_probe.py CHECKPOINT MODEL [N] (CHECKPOINT: a run's
+python experiments/dc_probe.py CHECKPOINT MODEL [N] (CHECKPOINT: a run's
 checkpoints/step-N folder, copied aside before the run moves on; MODEL: that step exported with
 `train export --step N`). Every edit of N unseen test scenes (seed 777, as evaluate-edits) is cropped
 the way training crops it for D_C (the box of alpha's largest region above half its maximum), and
@@ -25,7 +25,7 @@ from d_probe import auc, load_critic  # noqa: E402
 from sleeve_directions import shortens  # noqa: E402
 from z_probe import SEED, Probe  # noqa: E402
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1] / "docs" / "results" / "experiments"  # the records
 SCENES = ["color", "sleeve", "pattern", "neckline"]
 
 

@@ -1,5 +1,5 @@
 """Can the generator draw the edits at all, or is it never asked to?
-python docs/results/experiments/supervised_probe.py MODEL CATALOG STEPS [SCENE_ATTRIBUTES]
+python experiments/supervised_probe.py MODEL CATALOG STEPS [SCENE_ATTRIBUTES]
 trains a fresh generator of MODEL's architecture (widths, blocks, attention head, schema; seed 0)
 on the training scenes of the synthetic CATALOG (the scenes its run trained on) with one loss, the
 mean L1 of the composed edit x* = alpha*z + (1-alpha)*x to the true edit the renderer draws: a
@@ -32,7 +32,7 @@ from amgan_search.synthetic import render  # noqa: E402
 from amgan_search.synthetic.catalog import load_scene_table  # noqa: E402
 from sleeve_directions import shortens  # noqa: E402  (this folder's script, beside this one)
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1] / "docs" / "results" / "experiments"  # the records
 SEED, TEST_SEED, N_TEST, BATCH = 0, 777, 50, 16
 KEEP = Path("runs/e16/supervised")
 

@@ -9,7 +9,7 @@ vectors), then measured on the held-out queries. Exact baselines: faiss IndexFla
 
 Target (the issue): recall@30 >= 0.95 at >= 20x the exact queries/s.
 
-    python benchmarks/ann.py [--tiny] [--n 1000000] [--json]
+    python perf/ann.py [--tiny] [--n 1000000] [--json]
 """
 
 from __future__ import annotations
@@ -110,11 +110,11 @@ def run(tiny: bool = False, n: int | None = None, dim: int = 512, queries: int |
     ]
 
 
-if __name__ == "__main__":  # `python -m benchmarks.ann`, or the script: reach the package
+if __name__ == "__main__":  # `python -m perf.ann`, or the script: reach the package
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks.run import standalone
+    from perf.run import standalone
 
     standalone(run, __doc__.splitlines()[0], n="vectors in the index")

@@ -6,7 +6,7 @@ at the default synthetic schema: the cost of a step does not depend on what the 
 `amgan` preset runs its CAM and perceptual features through a ResNet-18 AttributeClassifier at the
 same size, untrained (its weights do not change the cost).
 
-    python benchmarks/train_step.py [--tiny] [--cycles 3] [--threads 2] [--json]
+    python perf/train_step.py [--tiny] [--cycles 3] [--threads 2] [--json]
 """
 
 from __future__ import annotations

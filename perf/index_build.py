@@ -5,7 +5,7 @@ build embeds about as many images a second as the model alone does on ready tens
 The catalog is written first (untimed): JPEG images of the synthetic renderer's size (128x128).
 The embedder is the shipped classifier-cam when present, else an untrained ResNet-18 at 64x64.
 
-    python benchmarks/index_build.py [--tiny] [--images 2000] [--workers 2] [--json]
+    python perf/index_build.py [--tiny] [--images 2000] [--workers 2] [--json]
 """
 
 from __future__ import annotations

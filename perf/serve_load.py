@@ -14,7 +14,7 @@ bad ones must get their 413/400, the good ones 200.
 Bounded: a fixed number of requests, each with a timeout, the whole run under --max-seconds; the
 server is stopped at the end whatever happens. Only 127.0.0.1 is ever contacted.
 
-    python benchmarks/serve_load.py [--tiny] [--index DIR --model DIR] [--queries 50]
+    python perf/serve_load.py [--tiny] [--index DIR --model DIR] [--queries 50]
         [--clients 1,4,8] [--threads N] [--workers N] [--max-batch N] [--no-compile] [--json]
 """
 
@@ -102,7 +102,7 @@ def photos(count: int = 8, size: int = 128) -> list[bytes]:
 
 def query_bodies(schema: dict, pictures: list[bytes]) -> list[tuple[bytes, str]]:
     """Multipart bodies: each photo with a target color (in turn), k=10."""
-    from amgan_search.index.client import multipart
+    from amgan_search.index.serve.client import multipart
 
     name, values = next(iter(schema.items()))
     return [multipart({"targets": json.dumps({name: values[i % len(values)]}), "k": "10"},
@@ -111,8 +111,8 @@ def query_bodies(schema: dict, pictures: list[bytes]) -> list[tuple[bytes, str]]
 
 def bad_bodies(schema: dict, picture: bytes) -> list[tuple[str, int, bytes, str]]:
     """(kind, expected status, body, content type) of the bad requests."""
-    from amgan_search.index.client import multipart
-    from amgan_search.index.service import MAX_UPLOAD_BYTES
+    from amgan_search.index.serve.client import multipart
+    from amgan_search.index.serve.service import MAX_UPLOAD_BYTES
 
     name = next(iter(schema))
     return [("oversized", 413, *multipart({"targets": "{}"},
@@ -361,13 +361,13 @@ def main(argv=None) -> int:
                  clients=tuple(int(c) for c in args.clients.split(",")), index=args.index,
                  model=args.model, threads=args.threads, compile=not args.no_compile,
                  max_seconds=args.max_seconds, workers=args.workers, max_batch=args.max_batch)
-    from benchmarks.run import print_rows
+    from perf.run import print_rows
 
     print_rows("serve_load", result, args.json)
     return 0
 
 
-if __name__ == "__main__":  # `python -m benchmarks.serve_load`, or the script: reach the package
+if __name__ == "__main__":  # `python -m perf.serve_load`, or the script: reach the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(main())

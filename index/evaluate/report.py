@@ -27,7 +27,7 @@ def summarise(records: list[dict], searcher, schema: Schema, ks: Sequence[int],
     `config` (a BenchmarkConfig, or None: the default protocol) orders the methods, chooses the
     gallery and the missing-label rule, and records the run's settings.
     """
-    from amgan_search.index.benchmark import PROTOCOL, gallery_where, grader_sources
+    from amgan_search.index.evaluate.benchmark import PROTOCOL, gallery_where, grader_sources
 
     ks = list(ks)
     protocol = {**PROTOCOL, **config.protocol()} if config else dict(PROTOCOL)

@@ -1,7 +1,7 @@
 """Is L_cls paid for by edits the truth rejects, and does D_I's critic see them as fake?
 D_I of a run's checkpoint reads the edits of N unseen test scenes (seed 777) and their true
 edits: its classification head (what L_cls trains G to satisfy) and its critic (what L_adv
-does). python docs/results/experiments/d_probe.py CHECKPOINT MODEL [N] (CHECKPOINT: a run's
+does). python experiments/d_probe.py CHECKPOINT MODEL [N] (CHECKPOINT: a run's
 checkpoints/step-N folder, copied aside before the run moves on: a run keeps its last two;
 MODEL: that step exported with `train export --step N`); one JSON line per attribute, appended to
 docs/results/experiments/d_probe.jsonl (its checkpoint field names the run's step)."""

@@ -50,7 +50,7 @@ def _catalog_db(root: Path, n: int) -> Path:
 def run(tiny: bool = False, repeats: int | None = None, n: int = 10_000) -> list[dict]:
     from amgan_search.catalog import Catalog
     from amgan_search.index.index_dir import file_identity
-    from benchmarks.cold_start import CLI, _index, _wall
+    from perf.cold_start import CLI, _index, _wall
 
     repeats = repeats or (1 if tiny else 5)
     n = 200 if tiny else n
@@ -92,8 +92,8 @@ def run(tiny: bool = False, repeats: int | None = None, n: int = 10_000) -> list
                     "ratio": round(results / query, 6)}]
 
 
-if __name__ == "__main__":  # `python -m benchmarks.integrity`, or the script: reach the package
+if __name__ == "__main__":  # `python -m perf.integrity`, or the script: reach the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks.run import standalone
+    from perf.run import standalone
 
     standalone(run, __doc__.splitlines()[0], repeats="repeats per measure")
