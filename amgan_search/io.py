@@ -5,7 +5,8 @@ complete, so a killed command never leaves a half-written file where a reader lo
 name carries the writer's process id (`.NAME.PID.XXXX.tmp`), so the next write of the same target
 removes what a killed writer left behind once that process is gone. Writers of one target take
 its lock (`.NAME.lock` beside it, through filelock), so two of them never interleave. JSON-lines
-logs append whole lines and flush them, and their reader drops a last line a kill cut short.
+logs append whole lines and flush them, and their reader drops a last line a kill cut short;
+finished ones may be kept gzip-compressed (`packed`), and the reader reads both.
 
 Where a regular file is expected, as an input or as an output to replace, a FIFO, a device or a
 socket is refused (`check_regular`): reading one can block forever, and renaming over one replaces
@@ -15,12 +16,14 @@ outside (a request, a server's answer) is parsed within a size and a nesting dep
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
 import shutil
 import stat
 import tempfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -266,45 +269,93 @@ def json_depth(text: str) -> int:
     return deepest
 
 
+def packed(path: str | os.PathLike) -> Path:
+    """NAME.jsonl.gz beside NAME.jsonl: where a finished record file is kept gzip-compressed (how
+    results stay small in the repository)."""
+    path = Path(path)
+    return path if path.suffix == ".gz" else path.with_name(path.name + ".gz")
+
+
+def jsonl_exists(path: str | os.PathLike) -> bool:
+    """Whether a JSON-lines file holds records as it is or compressed (`packed`)."""
+    return Path(path).is_file() or packed(path).is_file()
+
+
 def read_jsonl(path: str | os.PathLike, repair: bool = False) -> list[dict]:
     """The records of a JSON-lines file ([] when missing), up to a last line a kill cut short;
-    `repair` also cuts that partial line from the file, so appending resumes on a clean line."""
+    `repair` also cuts that partial line from the file, so appending resumes on a clean line.
+    The records of its compressed copy (`packed`) come first: a rerun appends to the plain file."""
     path = Path(path)
-    if not path.is_file():
-        return []
-    records, good_bytes = [], 0
+    records = []
+    if packed(path).is_file():
+        try:
+            with gzip.open(packed(path), "rb") as f:
+                records = _read_lines(f)[0]
+        except (EOFError, OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+            raise UserError(f"{packed(path)}: damaged compressed records ({e})") from None
+    if path == packed(path) or not path.is_file():
+        return records
     with path.open("rb") as f:
-        for line in f:
-            try:
-                if not line.endswith(b"\n"):
-                    raise ValueError("partial line")
-                records.append(json.loads(line))
-                good_bytes += len(line)
-            except ValueError:
-                break
+        plain, good_bytes = _read_lines(f)
     if repair and good_bytes != path.stat().st_size:
         with path.open("r+b") as f:
             f.truncate(good_bytes)
-    return records
+    return records + plain
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
+    """Replace a JSON-lines file with `records`, compressed where it is kept compressed (`packed`
+    present, the plain file not), so a rerun keeps a results folder as small as it was."""
+    path = Path(path)
+    text = "".join(json.dumps(r) + "\n" for r in records).encode()
+    if path.is_file() or not packed(path).is_file():
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(text)
+        return
+    with atomic_path(packed(path)) as tmp, tmp.open("wb") as f:
+        # mtime 0 and no name in the header: the same records give the same bytes
+        with gzip.GzipFile(fileobj=f, mode="wb", filename="", mtime=0) as z:
+            z.write(text)
+
+
+def _read_lines(f) -> tuple[list[dict], int]:
+    """JSON lines up to the first partial or broken one, and the bytes they take."""
+    records, good_bytes = [], 0
+    for line in f:
+        try:
+            if not line.endswith(b"\n"):
+                raise ValueError("partial line")
+            records.append(json.loads(line))
+            good_bytes += len(line)
+        except ValueError:
+            break
+    return records, good_bytes
 
 
 class JsonlWriter:
-    """Appends JSON lines; `durable` also fsyncs each batch, so a kill loses at most that batch."""
+    """Appends JSON lines; `durable` also fsyncs each batch, so a kill loses at most that batch.
+    The file is opened at the first record: a run with nothing left to add leaves no empty file
+    beside a compressed one (`packed`)."""
 
     def __init__(self, path: str | os.PathLike, durable: bool = False, compact: bool = False):
-        self.f = Path(path).open("a", encoding="utf-8")
+        self.path, self.f = Path(path), None
         self.durable = durable
         self.separators = (",", ":") if compact else None
 
     def write(self, records: Iterable[dict]) -> None:
-        for r in records:
-            self.f.write(json.dumps(r, separators=self.separators) + "\n")
+        lines = "".join(json.dumps(r, separators=self.separators) + "\n" for r in records)
+        if not lines:
+            return
+        if self.f is None:
+            self.f = self.path.open("a", encoding="utf-8")
+        self.f.write(lines)
         self.f.flush()
         if self.durable:
             os.fsync(self.f.fileno())
 
     def close(self) -> None:
-        self.f.close()
+        if self.f is not None:
+            self.f.close()
 
     def __enter__(self) -> "JsonlWriter":
         return self

@@ -199,14 +199,17 @@ def benchmark(db, index_dir, methods, ks, out, limit, sample, sample_seed, galle
     from amgan_search.index.evaluate.benchmark import (QUERIES, RUN_JSON, BenchmarkConfig, grader_sources,
                                               run_benchmark)
     from amgan_search.index.evaluate.methods import parse_methods
-    from amgan_search.index.evaluate.report import SUMMARY_JSON, SUMMARY_MD, TOPK_PNG, summary_markdown
+    from amgan_search.index.evaluate.report import (SUMMARY_JSON, SUMMARY_MD, TOPK_PNG,
+                                                    summary_markdown)
+    from amgan_search.io import packed
 
     if sample is not None and limit is not None:
         raise UserError("--sample replaces --limit; give one of them")
     graders = graders_value(graders, eval_classifier)
     _flag("--graders", grader_sources, graders)  # a bad spec is refused before any work
     edit_attributes = attribute_list(edit_attributes, "--edit-attributes")
-    check_own_folder(out, (QUERIES, RUN_JSON, SUMMARY_JSON, SUMMARY_MD, TOPK_PNG))
+    check_own_folder(out, (QUERIES, packed(QUERIES).name, RUN_JSON, SUMMARY_JSON, SUMMARY_MD,
+                           TOPK_PNG))
     config = BenchmarkConfig(
         db=db, index=index_dir, out=out, methods=_flag("--methods", parse_methods, methods),
         ks=_flag("--k", _ks, ks), limit=limit, graders=graders, split=split,

@@ -3,6 +3,7 @@ seven items, two query images, three methods (real, amgan, oracle) and amgan's e
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 from pathlib import Path
@@ -368,8 +369,13 @@ def test_the_whole_command_on_exported_models_with_the_evaluations_stubbed(tmp_p
     assert saved["run"]["step"] == 500 and saved["graders"] == ["cam"]
     assert saved["methods"]["amgan"]["edits"] == 4 and len(calls) == 1
     assert len((out / "edits" / "amgan.jsonl").read_text().splitlines()) == 4
-    # a rerun keeps the edit records of the same settings
+    # a rerun keeps the edit records of the same settings, compressed as results are kept
     assert run(*args).exit_code == 0 and len(calls) == 1
+    records = out / "edits" / "amgan.jsonl"
+    records.with_suffix(".jsonl.gz").write_bytes(gzip.compress(records.read_bytes()))
+    records.unlink()
+    assert run(*args).exit_code == 0 and len(calls) == 1
+    assert json.loads((out / "comparison.json").read_text())["methods"] == saved["methods"]
     # ... and another step is refused: its benchmark records would mix with these
     fake_model(runs / "models" / "amgan-1000", "amgan", 1000)
     other = compare_args(tmp_path, "--methods", "amgan", "--no-train", "--step", "1000")

@@ -197,6 +197,13 @@ def test_benchmark_writes_four_outputs_and_resumes(bench, tmp_path):
     assert len(keys) == 36
     assert again["methods"] == summary["methods"]
 
+    # the records kept compressed, as results are in the repository: read as they were
+    import gzip
+    (out / "queries.jsonl.gz").write_bytes(gzip.compress((out / "queries.jsonl").read_bytes()))
+    (out / "queries.jsonl").unlink()
+    assert _run(bench, out, f"real,tiny={bench['gan']}")["methods"] == summary["methods"]
+    assert not (out / "queries.jsonl").exists()
+
 
 def _run_with(bench, out, **protocol):
     return run_benchmark(BenchmarkConfig(

@@ -18,7 +18,6 @@ records of one iteration with another's.
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from collections.abc import Callable
@@ -93,19 +92,19 @@ def edit_settings(config: CompareConfig, model: Path, spec: str) -> dict:
 def edits(config: CompareConfig, models: dict[str, Path], spec: str,
           log: Callable[[str], None]) -> dict[str, list[dict]]:
     """Each generator's edit records, computed unless OUT/edits holds them for these settings."""
-    from amgan_search.io import read_json, read_jsonl, write_json, write_text
+    from amgan_search.io import jsonl_exists, read_json, read_jsonl, write_json, write_jsonl
 
     folder, out, graders = Path(config.out) / EDITS, {}, None
     for method, model in models.items():
         records, meta = folder / f"{method}.jsonl", folder / f"{method}.json"
         wanted = edit_settings(config, model, spec)
-        if records.is_file() and meta.is_file() and read_json(meta) == wanted:
+        if jsonl_exists(records) and meta.is_file() and read_json(meta) == wanted:
             out[method] = read_jsonl(records)
             continue
         log(f"compare: edits of {method} on {config.edit_scenes} scenes")
         graders = graders if graders is not None else _load_graders(spec, config.device)
         out[method] = _evaluate_edits(config, model, graders)
-        write_text(records, "".join(json.dumps(r) + "\n" for r in out[method]))
+        write_jsonl(records, out[method])
         write_json(meta, wanted)  # last: records without it are computed again
     return out
 
