@@ -304,11 +304,11 @@ def read_jsonl(path: str | os.PathLike, repair: bool = False) -> list[dict]:
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
-    """Replace a JSON-lines file with `records`, compressed where it is kept compressed (`packed`
-    present, the plain file not), so a rerun keeps a results folder as small as it was."""
+    """Replace a JSON-lines file with `records`, compressed where it is kept compressed (a `.gz`
+    path, or `packed` present and the plain file not), so a rerun keeps results as small."""
     path = Path(path)
     text = "".join(json.dumps(r) + "\n" for r in records).encode()
-    if path.is_file() or not packed(path).is_file():
+    if path != packed(path) and (path.is_file() or not packed(path).is_file()):
         with atomic_path(path) as tmp:
             tmp.write_bytes(text)
         return

@@ -5,11 +5,11 @@ does). python experiments/d_probe.py CHECKPOINT MODEL [N] (CHECKPOINT: a run's
 checkpoints/step-N folder, copied aside before the run moves on: a run keeps its last two;
 MODEL: that step exported with `train export --step N`); one JSON line per attribute, appended to
 docs/results/experiments/d_probe.jsonl (its checkpoint field names the run's step)."""
-import json, sys
 from pathlib import Path
+
 import numpy as np
 import torch
-torch.set_num_threads(1)
+
 from amgan_search import checkpoint as ckpt
 from amgan_search.images import to_tensor
 from amgan_search.io import read_json
@@ -17,6 +17,7 @@ from amgan_search.metrics.edits import evaluate_edits, scene_schema, test_seeds
 from amgan_search.nets.amgan import Discriminator
 from amgan_search.registry import load_model
 from amgan_search.synthetic import render, sample_scene
+from experiment import append_row, arguments
 
 SCENES = ["color", "sleeve", "pattern", "neckline"]
 
@@ -63,7 +64,8 @@ def main(checkpoint: Path, model_dir: str, n: int) -> None:
     schema = editor.schema
     D = load_critic(checkpoint, model_dir, schema, editor.size)
     head = DHead(D, schema)
-    results = evaluate_edits(editor, {"D": head}, n=n, seed=777, progress=False, scene_attributes=SCENES)
+    results = evaluate_edits(editor, {"D": head}, n=n, seed=777, progress=False,
+                             scene_attributes=SCENES)
     records = results["records"]
     scenes = [sample_scene(s, scene_schema(schema, SCENES)) for s in test_seeds(n, 777)]
     true_read, true_critic = [], []
@@ -77,27 +79,33 @@ def main(checkpoint: Path, model_dir: str, n: int) -> None:
         for r, idx in zip(chunk, torch.stack([lg.argmax(1) for lg in logits], 1).tolist()):
             j = schema.names.index(r["attribute"])
             true_read.append(schema.attributes[j].values[idx[j]])
+
+    def hit(i: int) -> bool:
+        return records[i]["predicted"]["D"] == records[i]["target"]
+
     for name in schema.names:
         idx = [i for i, r in enumerate(records) if r["attribute"] == name]
-        hit = lambda i: records[i]["predicted"]["D"] == records[i]["target"]
         rejected = [i for i in idx if records[i]["truth"] != records[i]["target"]]
         accepted = [i for i in idx if records[i]["truth"] == records[i]["target"]]
-        row = {"checkpoint": str(checkpoint), "model": model_dir, "n_scenes": n, "attribute": name,
-               "edits": len(idx), "truth_accuracy": round(len(accepted) / len(idx), 3),
-               "head_reads_true_edit": round(np.mean([true_read[i] == records[i]["target"] for i in idx]), 3),
-               "head_reads_edit": round(np.mean([hit(i) for i in idx]), 3),
-               "head_accepts_truth_rejected": round(np.mean([hit(i) for i in rejected]), 3) if rejected else None,
-               "critic_auc_true_vs_edit": round(auc([true_critic[i] for i in idx], [head.critic[i] for i in idx]), 3),
-               "critic_auc_true_vs_truth_rejected": (round(auc([true_critic[i] for i in idx], [head.critic[i] for i in rejected]), 3)
-                                                     if rejected else None),
-               "critic_auc_true_vs_truth_accepted": (round(auc([true_critic[i] for i in idx], [head.critic[i] for i in accepted]), 3)
-                                                     if accepted else None)}
-        print(json.dumps(row), flush=True)
-        with open("docs/results/experiments/d_probe.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        true_scores = [true_critic[i] for i in idx]
+
+        def critic_auc(edits: list[int]):
+            return round(auc(true_scores, [head.critic[i] for i in edits]), 3) if edits else None
+
+        append_row("d_probe.jsonl", {
+            "checkpoint": str(checkpoint), "model": model_dir, "n_scenes": n, "attribute": name,
+            "edits": len(idx), "truth_accuracy": round(len(accepted) / len(idx), 3),
+            "head_reads_true_edit": round(np.mean([true_read[i] == records[i]["target"]
+                                                   for i in idx]), 3),
+            "head_reads_edit": round(np.mean([hit(i) for i in idx]), 3),
+            "head_accepts_truth_rejected": (round(np.mean([hit(i) for i in rejected]), 3)
+                                            if rejected else None),
+            "critic_auc_true_vs_edit": critic_auc(idx),
+            "critic_auc_true_vs_truth_rejected": critic_auc(rejected),
+            "critic_auc_true_vs_truth_accepted": critic_auc(accepted)})
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    main(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 50)
+    args = arguments(__doc__, 2, 3)
+    torch.set_num_threads(1)
+    main(Path(args[0]), args[1], int(args[2]) if len(args) > 2 else 50)

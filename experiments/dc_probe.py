@@ -8,24 +8,21 @@ run's D_C is conditional (`--conditional-critic`). Per attribute, and for the sl
 shorten, the AUC of true crop against edit crop, over the edits the truth rejects and over those it
 accepts: a critic that singles out the rejected edits has the first well above the second. One
 JSON line per part, appended to dc_probe.jsonl."""
-import json
-import sys
 from pathlib import Path
 
 import torch
 
-torch.set_num_threads(1)
-from amgan_search.images import to_tensor  # noqa: E402
-from amgan_search.metrics.edits import evaluate_edits, scene_schema, test_seeds  # noqa: E402
-from amgan_search.nets.amgan import attention_crop  # noqa: E402
-from amgan_search.registry import load_model  # noqa: E402
-from amgan_search.synthetic import render, sample_scene  # noqa: E402
+from amgan_search.images import to_tensor
+from amgan_search.metrics.edits import evaluate_edits, scene_schema, test_seeds
+from amgan_search.nets.amgan import attention_crop
+from amgan_search.registry import load_model
+from amgan_search.synthetic import render, sample_scene
 # this folder's scripts, beside this one
-from d_probe import auc, load_critic  # noqa: E402
-from sleeve_directions import shortens  # noqa: E402
-from z_probe import SEED, Probe  # noqa: E402
+from d_probe import auc, load_critic
+from experiment import append_row, arguments
+from sleeve_directions import shortens
+from z_probe import SEED, Probe
 
-HERE = Path(__file__).resolve().parents[1] / "docs" / "results" / "experiments"  # the records
 SCENES = ["color", "sleeve", "pattern", "neckline"]
 
 
@@ -48,8 +45,8 @@ class CropProbe(Probe):
         true_c, edit_c, _ = attention_crop(alpha, to_tensor([t[0] for t in truths]),
                                            x_star.clamp(0, 1), self.size // 2)
         told = self.schema.onehot(trg) if self.dc.embed is not None else None
-        score = lambda c: self.dc.critic(c, told).mean((1, 2, 3)).tolist()
-        self.scores.update(zip(keys, zip(score(true_c), score(edit_c))))
+        true_s, edit_s = (self.dc.critic(c, told).mean((1, 2, 3)).tolist() for c in (true_c, edit_c))
+        self.scores.update(zip(keys, zip(true_s, edit_s)))
         return x_star.clamp(0, 1), alpha
 
 
@@ -78,12 +75,10 @@ def main(checkpoint: Path, model_dir: str, n: int) -> None:
                "critic_auc_true_vs_edit": rounded(auc(true, [p[1] for p in pairs])),
                "critic_auc_true_vs_truth_rejected": rounded(auc(true, rejected)),
                "critic_auc_true_vs_truth_accepted": rounded(auc(true, accepted))}
-        print(json.dumps(row), flush=True)
-        with open(HERE / "dc_probe.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_row("dc_probe.jsonl", row)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    main(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 50)
+    args = arguments(__doc__, 2, 3)
+    torch.set_num_threads(1)
+    main(Path(args[0]), args[1], int(args[2]) if len(args) > 2 else 50)

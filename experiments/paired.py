@@ -1,6 +1,6 @@
 """Is run A ahead of run B by the truth, beyond what the test scenes can tell apart?
 python experiments/paired.py A B [A B ...] reads both runs' `evaluate-edits` records
-(docs/results/experiments/NAME.jsonl: the same scenes and targets, seed 777) and prints, per
+(docs/results/experiments/NAME.jsonl.gz: the same scenes and targets, seed 777) and prints, per
 attribute and for the shorter-sleeve edits, A's truth accuracy minus B's on the same edits with a
 95% interval (percentile bootstrap over scenes, 1000 draws, seed 0: an interval that excludes 0
 is a difference these scenes show)."""
@@ -9,7 +9,8 @@ import sys
 import numpy as np
 
 from amgan_search.metrics.intervals import interval
-from sleeve_directions import records, shortens  # this folder's script, beside this one
+from experiment import arguments, records  # this folder's scripts, beside this one
+from sleeve_directions import shortens
 
 PARTS = {"color": lambda r: r["attribute"] == "color",
          "sleeve": lambda r: r["attribute"] == "sleeve",
@@ -37,6 +38,7 @@ def main(pairs: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3 or len(sys.argv) % 2 == 0:
+    args = arguments(__doc__, 2)
+    if len(args) % 2:
         sys.exit(__doc__)
-    main(sys.argv[1:])
+    main(args)

@@ -1,25 +1,14 @@
 """Which sleeve edits fail: those that take fabric away or those that add it?
 python experiments/sleeve_directions.py NAME... reads the records of
-`evaluate-edits` (docs/results/experiments/NAME.jsonl) and prints, per run and direction, how the
+`evaluate-edits` (docs/results/experiments/NAME.jsonl.gz) and prints, per run and direction, how the
 truth reads the sleeve edits: the target, the photo's own sleeve (nothing changed), a length
 between the two or past the target (moved the right way, wrong length), or the other way."""
-import sys
 from collections import Counter
-from pathlib import Path
 
-from amgan_search.io import read_jsonl
 from amgan_search.schema import SYNTHETIC_SLEEVES
+from experiment import arguments, records  # this folder's script, beside this one
 
-HERE = Path(__file__).resolve().parents[1] / "docs" / "results" / "experiments"  # the records
 LENGTH = {v: -i for i, v in enumerate(SYNTHETIC_SLEEVES)}  # long 0 > three-quarter > short > sleeveless
-
-
-def records(name: str) -> list[dict]:
-    """The `evaluate-edits` records of docs/results/experiments/NAME.jsonl."""
-    path = HERE / f"{name}.jsonl"
-    if not path.is_file():
-        sys.exit(f"{path}: no such records file (write it with evaluate-edits --records)")
-    return read_jsonl(path)
 
 
 def shortens(r: dict) -> bool:
@@ -55,4 +44,4 @@ def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(arguments(__doc__, 1))

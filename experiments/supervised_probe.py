@@ -8,31 +8,26 @@ Each step takes 16 photos, each with one attribute of the editor and a target va
 own, both uniform (Adam, lr 1e-4, betas 0.5/0.999: the trainer's). At each of STEPS (comma
 separated, e.g. 500,1700: 1,700 is the G updates of 8,500 AMGAN iterations at n_critic 5) the 50
 test scenes of evaluate-edits (seed 777) are edited and graded by the truth and the shipped
-evaluation classifier; records and table go to supervised-STEP.jsonl / .md beside this script, and
+evaluation classifier; records and table go to docs/results/experiments/supervised-STEP.jsonl.gz / .md, and
 one row per step to supervised_probe.jsonl. The weights are kept in runs/e16/supervised/ (not
 shipped)."""
-import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
-torch.set_num_threads(1)
-from safetensors.torch import save_file  # noqa: E402
+from amgan_search.images import to_tensor
+from amgan_search.io import atomic_path, write_text
+from amgan_search.metrics.edits import evaluate_edits, markdown_table, scene_schema, summarize
+from amgan_search.nets.amgan import EditNet
+from amgan_search.registry import load_graders, load_model
+from amgan_search.synthetic import render
+from amgan_search.synthetic.catalog import load_scene_table
+from experiment import RESULTS, append_row, arguments, write_records  # this folder's scripts
+from sleeve_directions import shortens
 
-from amgan_search.images import to_tensor  # noqa: E402
-from amgan_search.io import JsonlWriter, atomic_path, write_text  # noqa: E402
-from amgan_search.metrics.edits import (evaluate_edits, markdown_table, scene_schema,  # noqa: E402
-                                        summarize)
-from amgan_search.nets.amgan import EditNet  # noqa: E402
-from amgan_search.registry import load_graders, load_model  # noqa: E402
-from amgan_search.synthetic import render  # noqa: E402
-from amgan_search.synthetic.catalog import load_scene_table  # noqa: E402
-from sleeve_directions import shortens  # noqa: E402  (this folder's script, beside this one)
-
-HERE = Path(__file__).resolve().parents[1] / "docs" / "results" / "experiments"  # the records
 SEED, TEST_SEED, N_TEST, BATCH = 0, 777, 50, 16
 KEEP = Path("runs/e16/supervised")
 
@@ -63,9 +58,8 @@ def grade(model, graders, step: int, scene_attributes) -> dict:
     results = evaluate_edits(model, graders, n=N_TEST, seed=TEST_SEED, size=model.size,
                              progress=False, scene_attributes=scene_attributes)
     name = f"supervised-{step}"
-    with atomic_path(HERE / f"{name}.jsonl") as tmp, JsonlWriter(tmp, compact=True) as writer:
-        writer.write(results["records"])
-    write_text(HERE / f"{name}.md", markdown_table(results))
+    write_records(name, results["records"])
+    write_text(RESULTS / f"{name}.md", markdown_table(results))
     row = {"step": step, "truth_score": round(results["truth_score"], 3)}
     for part, keep in (("color", lambda r: r["attribute"] == "color"),
                        ("sleeve", lambda r: r["attribute"] == "sleeve"),
@@ -108,13 +102,11 @@ def main(model_dir: str, catalog: str, steps: list[int], scene_attributes) -> No
             model.net.load_state_dict(net.state_dict())  # the editor's own copy, in eval mode
             row = {"model": model_dir, "catalog": catalog, "scenes": scene_attributes,
                    **grade(model, graders, step, scene_attributes)}
-            print(json.dumps(row), flush=True)
-            with JsonlWriter(HERE / "supervised_probe.jsonl") as rows:
-                rows.write([row])
+            append_row("supervised_probe.jsonl", row)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 4:
-        sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2], [int(s) for s in sys.argv[3].split(",")],
-         sys.argv[4].split(",") if len(sys.argv) > 4 else None)
+    args = arguments(__doc__, 3, 4)
+    torch.set_num_threads(1)
+    main(args[0], args[1], [int(s) for s in args[2].split(",")],
+         args[3].split(",") if len(args) > 3 else None)

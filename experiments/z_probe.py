@@ -9,22 +9,19 @@ pixels; appends the rows to z_probe.jsonl.
 python experiments/z_probe.py sheet MODEL OUT.png [SCENE_ATTRIBUTES] draws the first
 test scenes with a sleeve edited to sleeveless: the photo, its true edit, the model's edit, z,
 z through the true change, and alpha."""
-import json
 import sys
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import torch
 
-torch.set_num_threads(1)
-from amgan_search.images import to_tensor, to_uint8  # noqa: E402
-from amgan_search.metrics.edits import CHANGE_THRESHOLD, evaluate_edits, scene_schema, test_seeds  # noqa: E402
-from amgan_search.registry import load_model  # noqa: E402
-from amgan_search.synthetic import render, sample_scene  # noqa: E402
-from sleeve_directions import shortens  # noqa: E402  (this folder's script, beside this one)
+from amgan_search.images import to_tensor, to_uint8
+from amgan_search.metrics.edits import CHANGE_THRESHOLD, evaluate_edits, scene_schema, test_seeds
+from amgan_search.registry import load_model
+from amgan_search.synthetic import render, sample_scene
+from experiment import append_row, arguments  # this folder's scripts, beside this one
+from sleeve_directions import shortens
 
-HERE = Path(__file__).resolve().parents[1] / "docs" / "results" / "experiments"  # the records
 SEED = 777
 
 
@@ -95,9 +92,7 @@ def main(n: int, model_dir: str, scene_attributes: list[str] | None) -> None:
             hit, kept, alpha = (np.mean(v) for v in zip(*values))
             row[key] = {"edits": len(values), "target": round(float(hit), 3),
                         "source": round(float(kept), 3), "alpha_on_change": round(float(alpha), 3)}
-        print(json.dumps(row), flush=True)
-        with open(HERE / "z_probe.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_row("z_probe.jsonl", row)
 
 
 @torch.no_grad()
@@ -132,9 +127,11 @@ def sheet(model_dir: str, out: str, scene_attributes: list[str] | None, columns:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 3 and sys.argv[1] == "sheet":
-        sheet(sys.argv[2], sys.argv[3], sys.argv[4].split(",") if len(sys.argv) > 4 else None)
-        sys.exit()
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    main(int(sys.argv[1]), sys.argv[2], sys.argv[3].split(",") if len(sys.argv) > 3 else None)
+    args = arguments(__doc__, 2, 4)
+    torch.set_num_threads(1)
+    if args[0] == "sheet":
+        if len(args) < 3:
+            sys.exit(__doc__)
+        sheet(args[1], args[2], args[3].split(",") if len(args) > 3 else None)
+    else:
+        main(int(args[0]), args[1], args[2].split(",") if len(args) > 2 else None)
