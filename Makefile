@@ -14,10 +14,11 @@ demo: .venv/.installed
 test: lint
 	$(PY) -m pytest -q
 
-# The layering of DESIGN.md (import-linter contracts in pyproject.toml). index/ and cli/ become
-# amgan_search.index and amgan_search.cli only when installed, so the contracts are checked on an
-# installed copy of the package under build/lint.
+# ruff (its rules in pyproject.toml), then the layering of DESIGN.md (import-linter contracts in
+# pyproject.toml). index/ and cli/ become amgan_search.index and amgan_search.cli only when
+# installed, so the contracts are checked on an installed copy of the package under build/lint.
 lint: .venv/.installed
+	.venv/bin/ruff check .
 	rm -rf build/lint
 	$(PY) -m pip install -q --no-deps --no-build-isolation --target build/lint . 2>/dev/null
 	cd build/lint && PYTHONPATH=. ../../.venv/bin/lint-imports --no-cache --no-logo ../../pyproject.toml

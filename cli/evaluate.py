@@ -159,8 +159,10 @@ def evaluate_edits(model, method, graders, eval_classifier, scene_attributes, n,
 
 
 @click.command()
-@click.option("--db", required=True, type=click.Path(dir_okay=False), help="Catalog DB whose test split gives the queries.")
-@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False), help="Index of the gallery (the catalog).")
+@click.option("--db", required=True, type=click.Path(dir_okay=False),
+              help="Catalog DB whose test split gives the queries.")
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False),
+              help="Index of the gallery (the catalog).")
 @click.option("--methods", default="real,amgan,stargan", show_default=True,
               help="Comma-separated: real, oracle (synthetic catalogs), amgan, stargan, a model folder, NAME=DIR.")
 @click.option("--k", "ks", default="1,5,10,20,30,50", show_default=True, help="Comma-separated k of the top-k curve.")

@@ -24,9 +24,11 @@ def index() -> None:
 @click.option("--embedder", type=click.Path(file_okay=False), default=None,
               help="CAM classifier folder that embeds the images [default: the shipped classifier-cam].")
 @click.option("--index-type", type=click.Choice(["auto", "flat", "hnsw", "ivf", "ivfpq"]), default="auto",
-              show_default=True, help="auto: flat below 50k items, ivf above, ivfpq when the memory budget binds.")
+              show_default=True,
+              help="auto: flat below 50k items, ivf above, ivfpq when the memory budget binds.")
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True, help="Images per forward pass.")
-@click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="DataLoader processes decoding images.")
+@click.option("--workers", type=click.IntRange(0), default=2, show_default=True,
+              help="DataLoader processes decoding images.")
 @click.option("--memory-budget-mb", type=click.FloatRange(min=1), default=None,
               help="Memory the index may use; float32 vectors over it switch auto to IVF-PQ.")
 @device_option("torch device for the embedder [default: cuda if present, else cpu].")
@@ -56,7 +58,8 @@ def build(db, out, embedder, index_type, batch_size, workers, memory_budget_mb, 
 @index.command("add")
 @click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False), help="Index folder to extend.")
 @click.option("--db", required=True, type=click.Path(dir_okay=False), help="Catalog DB holding the new items.")
-@click.option("--ids", multiple=True, help="Only these item ids (repeat or comma-separate) [default: every item not yet indexed].")
+@click.option("--ids", multiple=True,
+              help="Only these item ids (repeat or comma-separate) [default: every item not yet indexed].")
 @click.option("--embedder", type=click.Path(file_okay=False), default=None,
               help="Embedder folder; must be the one the index was built with [default: that one].")
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)

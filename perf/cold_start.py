@@ -6,7 +6,8 @@ Every figure is the median wall time of fresh Python processes, measured in the 
 loads (the shipped AMGAN with its classifier, and the embedder); a cold `amgan-search query
 PHOTO --color red --json` on a 10,000-item index; `amgan-search --help` and `query --help`. The
 query's ratio to "import torch + models" is what the query path adds around the unavoidable
-(target at most 1.5); `--help` should stay instant (target under 0.3 s). `--tiny` leaves out the models and the cold query (seconds each).
+(target at most 1.5); `--help` should stay instant (target under 0.3 s). `--tiny` leaves out the
+models and the cold query (seconds each).
 
     python perf/cold_start.py [--tiny] [--repeats 5] [--json]
 """

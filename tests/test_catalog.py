@@ -290,10 +290,13 @@ def test_cli_import_and_info(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["catalog", "info", "--db", "{tmp}/none.db"], "none.db: no such catalog DB"),
-    (["catalog", "import", "--format", "csv", "{tmp}/missing", "--db", "{tmp}/c.db"], "missing: no such file or folder"),
+    (["catalog", "import", "--format", "csv", "{tmp}/missing", "--db", "{tmp}/c.db"],
+     "missing: no such file or folder"),
     (["catalog", "import", "--format", "synthetic", "{tmp}/bad", "--db", "{tmp}/c.db"], "catalog.csv:2"),
-    (["catalog", "import", "--format", "shopping100k", "{tmp}/bad", "--db", "{tmp}/c.db"], "attr_num.txt: no such file"),
-    (["catalog", "import", "--format", "deepfashion-synthesis", "{tmp}/bad", "--db", "{tmp}/c.db"], "language_original.mat: no such file"),
+    (["catalog", "import", "--format", "shopping100k", "{tmp}/bad", "--db", "{tmp}/c.db"],
+     "attr_num.txt: no such file"),
+    (["catalog", "import", "--format", "deepfashion-synthesis", "{tmp}/bad", "--db", "{tmp}/c.db"],
+     "language_original.mat: no such file"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     bad = tmp_path / "bad"

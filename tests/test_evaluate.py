@@ -382,7 +382,7 @@ def test_oracle_edits_are_the_true_renders(tmp_path):
         device="cpu", progress=False))
     # 2 inputs x (16 colors + 3 sleeves) targets each
     assert summary["methods"]["oracle"]["queries"] == 38 == summary["methods"]["real"]["queries"]
-    records = [json.loads(l) for l in (tmp_path / "run" / "queries.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (tmp_path / "run" / "queries.jsonl").read_text().splitlines()]
     real = {(r["query"], r["attribute"], tuple(r["target"])): r["retrieved"] for r in records
             if r["method"] == "real"}
     oracle = {(r["query"], r["attribute"], tuple(r["target"])): r["retrieved"] for r in records

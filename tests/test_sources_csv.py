@@ -86,7 +86,8 @@ def test_csv_catalog_attribute_option_keeps_other_columns_as_extras(tmp_path):
     (lambda rows, header: ([{**rows[0], "id": ""}] + rows[1:], header), r"items.csv:2: empty 'id'"),
     (lambda rows, header: ([{**rows[0], "path": ""}] + rows[1:], header), r"items.csv:2: empty 'path'"),
     (lambda rows, header: ([{**rows[0], "path": "/etc/passwd"}] + rows[1:], header), r"items.csv:2: .* is absolute"),
-    (lambda rows, header: ([{**rows[0], "path": "img/../../x.png"}] + rows[1:], header), r"items.csv:2: .* leaves the catalog folder"),
+    (lambda rows, header: ([{**rows[0], "path": "img/../../x.png"}] + rows[1:], header),
+     r"items.csv:2: .* leaves the catalog folder"),
     (lambda rows, header: ([{**rows[0], "split": "dev"}] + rows[1:], header + ["split"]), r"items.csv:2: split 'dev'"),
 ])
 def test_csv_catalog_bad_input(tmp_path, change, message):

@@ -222,9 +222,9 @@ def crop_boxes(alpha: torch.Tensor) -> list[tuple[int, int, int, int]]:
 def crop_resize(x: torch.Tensor, boxes, out_size: int) -> torch.Tensor:
     """Crop each sample with its box and resize to out_size x out_size (differentiable in x)."""
     return torch.cat([
-        F.interpolate(x[i:i + 1, :, t:b, l:r], size=(out_size, out_size), mode="bilinear",
-                      align_corners=False)
-        for i, (t, l, b, r) in enumerate(boxes)
+        F.interpolate(x[i:i + 1, :, top:bottom, left:right], size=(out_size, out_size),
+                      mode="bilinear", align_corners=False)
+        for i, (top, left, bottom, right) in enumerate(boxes)
     ])
 
 
