@@ -284,19 +284,17 @@ def edit_outputs(paths: Sequence[str | Path], out: str | Path) -> list[tuple[Pat
     return pairs
 
 
-def combine_masks(masks) -> np.ndarray | None:
-    """The manipulator's masks (dict of HxW in [0,1] or uint8) -> one uint8 HxW: their maximum."""
+def combine_masks(masks: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """An edit's masks as `Manipulator.edit` and `compose` return them (float HxW in [0, 1], all
+    of the photo's shape) -> one uint8 HxW mask, their maximum scaled to 0-255; None for none.
+    Masks of another shape or with more axes are a caller's error, never guessed at."""
     if not masks:
         return None
-    arrays = []
-    for m in (masks.values() if isinstance(masks, Mapping) else masks):
-        a = m.detach().cpu().numpy() if hasattr(m, "detach") else np.asarray(m)
-        a = np.squeeze(a).astype(np.float32)
-        if a.ndim == 3:
-            a = a.max(axis=-1 if a.shape[-1] in (1, 3) else 0)
-        arrays.append(a / 255.0 if a.max() > 1.0 else a)
+    arrays = [np.asarray(m, dtype=np.float32) for m in masks.values()]
     shape = arrays[0].shape
-    arrays = [a for a in arrays if a.shape == shape]
+    if len(shape) != 2 or any(a.shape != shape for a in arrays):
+        raise ValueError("combine_masks: expected float HxW masks of one shape, got "
+                         + ", ".join(f"{k} {a.shape}" for k, a in zip(masks, arrays)))
     return (np.clip(np.max(arrays, axis=0), 0, 1) * 255 + 0.5).astype(np.uint8)
 
 

@@ -8,11 +8,12 @@ from contextlib import contextmanager
 
 import click
 
+from amgan_search.nets import UPSAMPLE, UPSAMPLINGS  # names only: no torch
+
 # Presets and synthetic attribute names are repeated here rather than imported, so that `--help`
 # does not import torch; tests check they match the library's.
 METHODS = ("amgan", "stargan", "ganimation", "sagan", "no-dc", "no-perceptual",
            "no-attention-loss", "cam-as-mask")
-UPSAMPLINGS = ("resize", "deconv")  # amgan.UPSAMPLINGS, the default first
 CONDITIONAL_CRITICS = ("none", "dc", "all")  # config.CONDITIONAL_CRITICS
 CYCLE_REGIONS = ("all", "kept")  # config.CYCLE_REGIONS
 
@@ -150,7 +151,7 @@ def train_classifier(db_path, output_stride, quiet, **options) -> None:
 @click.option("--g-conv-dim", type=AT_LEAST_ONE, default=32, show_default=True)
 @click.option("--g-repeat-num", type=click.IntRange(0, 64), default=3, show_default=True,
               help="Residual blocks in G.")
-@click.option("--g-upsample", type=click.Choice(UPSAMPLINGS), default=UPSAMPLINGS[0],
+@click.option("--g-upsample", type=click.Choice(UPSAMPLINGS), default=UPSAMPLE,
               show_default=True,
               help="G's up-sampling: nearest x2 + 3x3 conv, or StarGAN's transposed convolutions.")
 @click.option("--d-conv-dim", type=AT_LEAST_ONE, default=32, show_default=True)

@@ -58,7 +58,8 @@ def _models(root: Path, tiny: bool) -> tuple[str | None, object]:
     torch.manual_seed(0)
     classifier = AttributeClassifier(DEFAULT_SCHEMA, arch="resnet18", size=32, role="cam")
     save_model_dir(root / "cam", classifier.config, classifier.state_dict())
-    net = EditNet(DEFAULT_SCHEMA.condition_dim, conv_dim=8, repeat_num=1, attention="generator")
+    net = EditNet(DEFAULT_SCHEMA.condition_dim, conv_dim=8, repeat_num=1, attention="generator",
+                  upsample="deconv")  # the config records none: what that means
     config = {"kind": "amgan", "method": "amgan", "schema": DEFAULT_SCHEMA.to_dict(), "size": 32,
               "c_dim": DEFAULT_SCHEMA.condition_dim, "conv_dim": 8, "repeat_num": 1,
               "attention": "generator", "classifier": {"path": str(root / "cam")}}

@@ -62,7 +62,8 @@ def make_manipulator(path: Path, classifier_dir: Path, seed: int = 0, size: int 
 
     schema = Schema.from_dict({"color": list(COLORS), "sleeve": list(SLEEVES)})
     torch.manual_seed(seed)
-    net = EditNet(schema.condition_dim, conv_dim=4, repeat_num=1, attention="generator")
+    net = EditNet(schema.condition_dim, conv_dim=4, repeat_num=1, attention="generator",
+                  upsample="deconv")  # the config records none: what that means
     config = {"kind": "amgan", "method": "amgan", "schema": schema.to_dict(), "size": size,
               "c_dim": schema.condition_dim, "conv_dim": 4, "repeat_num": 1,
               "attention": "generator", "classifier": {"path": str(classifier_dir)}}

@@ -38,7 +38,8 @@ def _generator(path, classifier_dir, schema=DEFAULT_SCHEMA):
     from amgan_search.nets.amgan import EditNet
 
     torch.manual_seed(0)
-    net = EditNet(schema.condition_dim, conv_dim=4, repeat_num=1, attention="generator")
+    net = EditNet(schema.condition_dim, conv_dim=4, repeat_num=1, attention="generator",
+                  upsample="deconv")  # the config records none: what that means
     config = {"kind": "amgan", "method": "amgan", "schema": schema.to_dict(), "size": 32,
               "c_dim": schema.condition_dim, "conv_dim": 4, "repeat_num": 1,
               "attention": "generator", "classifier": {"path": str(classifier_dir)}}

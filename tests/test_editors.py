@@ -47,6 +47,24 @@ def test_edit_returns_the_input_size_and_a_mask_per_attribute(models):
     assert not np.array_equal(edited, image)
 
 
+def test_the_combined_mask_is_the_maximum_of_masks_in_zero_to_one(models):
+    from amgan_search.editors import combine_masks
+
+    m = load_model(models["amgan"], "editor")
+    _, masks = m.edit(_image(), color="blue", sleeve="short")
+    combined = combine_masks(masks)
+    assert combined.dtype == np.uint8 and combined.shape == (50, 37)
+    expected = np.maximum(masks["color"], masks["sleeve"]) * 255
+    assert np.abs(combined.astype(float) - expected).max() <= 0.5 + 1e-3
+    # a mask of another shape or with a third axis is refused, never dropped or reduced
+    for wrong in ({"a": np.ones((50, 37)), "b": np.ones((10, 10))}, {"a": np.ones((50, 37, 1))}):
+        with pytest.raises(ValueError, match="float HxW masks of one shape"):
+            combine_masks(wrong)
+    assert combine_masks({}) is None
+    # the scale is declared, not guessed from the values: anything above 1 is clipped to 1
+    assert combine_masks({"a": np.full((2, 2), 255.0)}).max() == 255
+
+
 def test_edit_batch_at_the_model_size(models):
     m = load_model(models["amgan"], "editor", classifier=TinyClassifier())
     x = torch.rand(3, 3, 32, 32)

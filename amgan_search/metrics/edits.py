@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from amgan_search.errors import UserError
-from amgan_search.images import resize_batch, to_tensor
+from amgan_search.images import resize_batch, to_tensor, to_uint8
 from amgan_search.schema import Schema, synthetic_schema
 
 CHANGE_THRESHOLD = 8 / 255
@@ -254,12 +254,6 @@ def _grade(x_in, x_true, x_star, alpha, outside) -> dict[str, list[float]]:
     union = (att | changed).flatten(1).sum(1).float()
     out["iou"] = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
     return {key: [float(v) for v in values.tolist()] for key, values in out.items()}
-
-
-def to_uint8(x) -> np.ndarray:
-    """Images [B,3,S,S] in [0, 1] -> uint8 [B,S,S,3], as a catalog would store them."""
-    return (x.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8) \
-        .permute(0, 2, 3, 1).numpy()
 
 
 def _truth_reads(x_star, scenes, keys, refs: dict, attribute: str) -> list[str]:

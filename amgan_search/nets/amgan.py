@@ -17,12 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from amgan_search.nets import UNRECORDED_UPSAMPLE, UPSAMPLE, UPSAMPLINGS
+
 ATTENTIONS = ("generator", "none", "separate", "cam")
-# "deconv": StarGAN's 4x4 stride-2 transposed convolutions; "resize": nearest-neighbour x2 then a
-# 3x3 convolution (Odena et al., "Deconvolution and checkerboard artifacts", 2016). The paper does
-# not say; our default is "resize": the transposed convolutions left a dot grid over every edit of
-# the short CPU runs, which costs fidelity wherever alpha is open.
-UPSAMPLINGS = ("deconv", "resize")
 
 
 class ResidualBlock(nn.Module):
@@ -56,7 +53,7 @@ def _up(dim: int, upsample: str) -> list[nn.Module]:
 
 
 def _encoder_decoder(in_dim: int, conv_dim: int, repeat_num: int,
-                     upsample: str = "deconv") -> tuple[nn.Sequential, int]:
+                     upsample: str = UPSAMPLE) -> tuple[nn.Sequential, int]:
     """7x7 conv, two stride-2 down-samplings, residual blocks, two up-samplings (StarGAN's G)."""
     layers = [nn.Conv2d(in_dim, conv_dim, 7, 1, 3, bias=False),
               nn.InstanceNorm2d(conv_dim, affine=True), nn.ReLU(inplace=True)]
@@ -77,7 +74,7 @@ class Generator(nn.Module):
     """G(x, m) -> (x*, alpha, z); x, x* and z in [0, 1] (the network works in [-1, 1] inside)."""
 
     def __init__(self, c_dim: int, conv_dim: int = 64, repeat_num: int = 6, attention: bool = True,
-                 upsample: str = "deconv"):
+                 upsample: str = UPSAMPLE):
         super().__init__()
         self.attention = attention
         self.body, dim = _encoder_decoder(3 + c_dim, conv_dim, repeat_num, upsample)
@@ -99,7 +96,7 @@ class SpatialAttention(nn.Module):
     """SaGAN's spatial attention network: a separate, smaller encoder-decoder, (x, m) -> alpha."""
 
     def __init__(self, c_dim: int, conv_dim: int = 32, repeat_num: int = 1,
-                 upsample: str = "deconv"):
+                 upsample: str = UPSAMPLE):
         super().__init__()
         self.body, dim = _encoder_decoder(3 + c_dim, conv_dim, repeat_num, upsample)
         self.head = nn.Conv2d(dim, 1, 7, 1, 3, bias=False)
@@ -118,7 +115,7 @@ class EditNet(nn.Module):
 
     def __init__(self, c_dim: int, conv_dim: int = 64, repeat_num: int = 6,
                  attention: str = "generator", att_conv_dim: int | None = None,
-                 upsample: str = "deconv"):
+                 upsample: str = UPSAMPLE):
         super().__init__()
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, not {attention!r}")
@@ -131,9 +128,8 @@ class EditNet(nn.Module):
     @classmethod
     def from_config(cls, config: dict) -> "EditNet":
         """The network a trained model's config.json describes (without its weights)."""
-        # Models written before the up-sampling was recorded used transposed convolutions.
         return cls(config["c_dim"], config["conv_dim"], config["repeat_num"], config["attention"],
-                   config.get("att_conv_dim"), config.get("upsample", "deconv"))
+                   config.get("att_conv_dim"), config.get("upsample", UNRECORDED_UPSAMPLE))
 
     def forward(self, x, c, alpha=None):
         if self.attention == "separate":

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from amgan_search.errors import UserError
-from amgan_search.nets.amgan import ATTENTIONS, UPSAMPLINGS
+from amgan_search.nets import UPSAMPLE, UPSAMPLINGS
+from amgan_search.nets.amgan import ATTENTIONS
 from amgan_search.train.checks import SEED_MAX, TRAIN_SIZES, choice, number, whole
 from amgan_search.train.diffaug import POLICIES
 
@@ -108,7 +109,7 @@ class AmganConfig:
     g_conv_dim: int = 32
     g_repeat_num: int = 3
     att_conv_dim: int = 16                # SaGAN's separate attention network
-    g_upsample: str = "resize"            # amgan.UPSAMPLINGS: "deconv" is StarGAN's
+    g_upsample: str = UPSAMPLE            # nets.UPSAMPLINGS: "deconv" is StarGAN's
     d_conv_dim: int = 32
     d_repeat_num: int = 5                 # 64 -> 2; D_C has 2 fewer layers on half-size crops
     attention: str | None = None          # None: from the method's preset

@@ -330,7 +330,7 @@ class _Runner:
         """The truth grader's reading of each image x [B,3,S,S] of the rows `sel` of the batch
         (against its query's scene; refs caches the references per query), or None when the
         catalog is not synthetic."""
-        from amgan_search.metrics.edits import to_uint8
+        from amgan_search.images import to_uint8
         from amgan_search.metrics.truth import References, grade_with
 
         if self.scenes is None:
