@@ -8,6 +8,8 @@ from typing import Mapping, Sequence
 
 import click
 
+from amgan_search.errors import UserError
+
 # amgan_search.sources.FORMATS, written out so that `--help` does not import numpy (a test keeps
 # the two equal).
 FORMATS = ("synthetic", "deepfashion-synthesis", "shopping100k", "csv")
@@ -62,7 +64,6 @@ def info(db_path: str | None, fmt: str | None, src: str | None, attributes: str 
          as_json: bool) -> None:
     """Counts per split and per attribute value, of a catalog DB or of a data set's labels."""
     from amgan_search.catalog import catalog_info
-    from amgan_search.errors import UserError
 
     if (db_path is None) == (fmt is None) or (fmt is not None and src is None):
         raise UserError("catalog info: give either --db DB, or --format FORMAT SRC")
@@ -110,7 +111,6 @@ def list_() -> None:
 @click.option("--root", type=click.Path(), required=True, help="Folder holding the data set's files.")
 def verify(name: str, root: str) -> None:
     """Check that a data set's files exist and match their known sha256."""
-    from amgan_search.errors import UserError
     from amgan_search.manifest import verify_report
 
     table, problem = verify_report(name, root)

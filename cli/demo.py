@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from amgan_search.cli.options import WORKERS, check_own_folder, device_option, writable_dir
+from amgan_search.errors import UserError
 
 
 @click.command()
@@ -44,7 +45,6 @@ def _claim_out(out: Path) -> None:
     demo's beside any report.html (written last, so a killed run leaves only example folders)."""
     import json
 
-    from amgan_search.errors import UserError
     from amgan_search.index.demo import EXAMPLES
 
     check_own_folder(out, ("report.html", "report.json", *(e.name for e in EXAMPLES)))

@@ -10,6 +10,7 @@ import click
 from amgan_search.cli.options import (AttributeCommand, device_option, load_classifier_option,
                                       offered_attributes, option_value, parse_pairs, schema_in,
                                       writable_dir)
+from amgan_search.errors import UserError
 
 
 def _model_attributes(args) -> dict[str, list[str]]:
@@ -42,7 +43,6 @@ def _model_attributes(args) -> dict[str, list[str]]:
 def edit(images, sets, only_region, out, model, method, device, attribute_flags) -> None:
     """Edit images toward attributes: writes DIR/<stem>_edit.png and DIR/<stem>_mask.png."""
     from amgan_search.editors import edit_files, edit_outputs
-    from amgan_search.errors import UserError
     from amgan_search.registry import load_model, model_config, shipped_model
     from amgan_search.schema import Schema
 

@@ -11,6 +11,7 @@ import click
 from amgan_search.cli.options import (SEED, WORKERS, attribute_list, check_own_folder,
                                       device_option, graders_options, graders_value,
                                       load_classifier_option, writable_dir, writable_file)
+from amgan_search.errors import UserError
 
 # evaluate_edits holds every scene at once: its render (3 bytes a pixel), six masks (6) and the
 # float32 tensor of the renders (12), measured with tracemalloc and tensor sizes at 200 x 64x64;
@@ -111,7 +112,6 @@ def evaluate_edits(model, method, graders, eval_classifier, scene_attributes, n,
                    at_size, out, records, as_json, grid, device) -> None:
     """Grade edits against the synthetic renderer's truth: accuracy (each CNN grader and the
     grader that is no network), fidelity, preservation, IoU; one record per edit."""
-    from amgan_search.errors import UserError
     from amgan_search.io import JsonlWriter, atomic_path, write_text
     from amgan_search.metrics.edits import evaluate_edits as run
     from amgan_search.metrics.edits import is_records_file, markdown_table, scene_schema
@@ -197,7 +197,6 @@ def benchmark(db, index_dir, methods, ks, out, limit, sample, sample_seed, galle
     """The paper's metrics: accuracy of the edits per grader, top-k retrieval accuracy, NDCG@k
     and MRR per method. A model of fewer attributes than the index edits those it has. The
     protocol's choices and the graders are recorded in run.json; a rerun resumes only the same."""
-    from amgan_search.errors import UserError
     from amgan_search.index.evaluate.benchmark import (QUERIES, RUN_JSON, BenchmarkConfig, grader_sources,
                                               run_benchmark)
     from amgan_search.index.evaluate.methods import parse_methods
@@ -225,7 +224,6 @@ def benchmark(db, index_dir, methods, ks, out, limit, sample, sample_seed, galle
 
 def _flag(flag: str, parse, value):
     """parse(value), its UserError prefixed with the flag the value came from."""
-    from amgan_search.errors import UserError
 
     try:
         return parse(value)
@@ -235,7 +233,6 @@ def _flag(flag: str, parse, value):
 
 def _ks(spec: str) -> list[int]:
     """--k: parse_ks, and no k beyond what a query may ask for (a huge k allocates k results)."""
-    from amgan_search.errors import UserError
     from amgan_search.metrics.retrieval import parse_ks
 
     ks = parse_ks(spec)
@@ -247,7 +244,6 @@ def _ks(spec: str) -> list[int]:
 def _check_split(db: str, split: str) -> None:
     """A split with no items would score nothing and print an empty accuracy: refuse it."""
     from amgan_search.catalog import Catalog
-    from amgan_search.errors import UserError
 
     catalog = Catalog.open(db)
     if catalog.count(split) == 0:
@@ -257,7 +253,6 @@ def _check_split(db: str, split: str) -> None:
 
 def _check_memory(n: int, size: int) -> None:
     """Refuse --n and --size whose scenes would not fit in half this machine's memory."""
-    from amgan_search.errors import UserError
 
     need = n * size * size * EDIT_BYTES_PER_PIXEL
     try:

@@ -20,6 +20,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import click
 
+from amgan_search.errors import UserError
+
 DEVICE_HELP = "torch device [default: cuda if present, else cpu]."
 
 
@@ -73,7 +75,6 @@ def writable_file(ctx, param, value):
 def _named(param, value) -> Path:
     """`value` as a path; an empty one (an unset shell variable, `--out "$DIR"`) would mean the
     current folder, which nobody types as an empty string: refused."""
-    from amgan_search.errors import UserError
 
     if not str(value).strip():
         raise UserError(f"{param.opts[0]}: empty path; name a folder or file")
@@ -84,7 +85,6 @@ def check_own_folder(path: str | Path, names: Iterable[str]) -> None:
     """Refuse an existing output folder that holds anything but `names`, the files and folders
     the command writes there (and hidden ones: the temporary and lock files of its writes), so a
     rerun replaces only its own outputs and never a file of the user's that shares a name."""
-    from amgan_search.errors import UserError
 
     path = Path(path)
     if not path.is_dir():
@@ -103,7 +103,6 @@ def check_writable(path: Path, folder: bool) -> None:
     a read-only disk). Creates nothing that stays: the probe is an unnamed temporary file."""
     import tempfile
 
-    from amgan_search.errors import UserError
     from amgan_search.io import check_parents
 
     if folder and path.exists() and not path.is_dir():
@@ -128,7 +127,6 @@ def parse_pairs(pairs: Iterable[str], flag: str, error: str | None = None) -> di
     "{flag} {pair!r}: expected attribute=value", edit's --set), it is a one-line UserError instead,
     and only a pair without '=' is malformed.
     """
-    from amgan_search.errors import UserError
 
     out = {}
     for pair in pairs:
@@ -144,7 +142,6 @@ def parse_pairs(pairs: Iterable[str], flag: str, error: str | None = None) -> di
 def attribute_list(value: str | None, flag: str, example: str = "color,sleeve") -> list[str] | None:
     """A comma-separated list of attribute names -> the names (None when the option was not
     given); a one-line UserError when it names none."""
-    from amgan_search.errors import UserError
 
     if value is None:
         return None
@@ -261,7 +258,6 @@ def graders_options(command):
 
 def graders_value(graders: str | None, eval_classifier: str | None) -> str:
     """--graders, or the deprecated one-grader --eval-classifier as that grader named eval."""
-    from amgan_search.errors import UserError
 
     if eval_classifier is None:
         return "eval" if graders is None else graders

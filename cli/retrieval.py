@@ -9,6 +9,7 @@ import click
 
 from amgan_search.cli.options import (AttributeCommand, device_option, offered_attributes,
                                       option_value, parse_pairs, schema_in, writable_dir)
+from amgan_search.errors import UserError
 
 # ---------------------------------------------------------------- index
 
@@ -107,7 +108,6 @@ def server_schema(url: str | None) -> dict | None:
     """The attributes of a running server (query --server), None when there is none or no answer."""
     if not url:
         return None
-    from amgan_search.errors import UserError
     from amgan_search.index.serve.client import Client
 
     try:

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import click
 
+from amgan_search.errors import UserError
 from amgan_search.nets import UPSAMPLE, UPSAMPLINGS  # names only: no torch
 
 # Presets and synthetic attribute names are repeated here rather than imported, so that `--help`
@@ -34,7 +35,6 @@ NOT_NEGATIVE = click.FloatRange(min=0)
 @contextmanager
 def _resume_named():
     """The core's "holds a training run already" with the flag that continues it."""
-    from amgan_search.errors import UserError
     from amgan_search.train.loop import RunExists
 
     try:
@@ -220,7 +220,6 @@ def export_model(run_dir, out, step, best, force) -> None:
     --step, or --best), so a run still in progress can ship a snapshot that records the
     iterations actually done.
     """
-    from amgan_search.errors import UserError
     from amgan_search.train.export import export_run
 
     if best and step is not None:
@@ -274,7 +273,6 @@ def checksum(model_dir, check, trust_unsummed) -> None:
     their metadata holds, or the registry's record of the shipped model the folder is a copy
     of), then load whole; weights nothing records are refused without --trust-unsummed. Says
     what it checked."""
-    from amgan_search.errors import UserError
     from amgan_search.registry import Unvouched, checksum_model
 
     try:

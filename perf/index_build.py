@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from amgan_search.errors import UserError
+
 
 def _catalog(root: Path, n: int, size: int = 128) -> Path:
     from amgan_search.catalog import import_catalog
@@ -40,7 +42,6 @@ def _catalog(root: Path, n: int, size: int = 128) -> Path:
 
 
 def _embedder(tiny: bool):
-    from amgan_search.errors import UserError
     from amgan_search.index.embed import Embedder, load_embedder
     from amgan_search.registry import shipped_model
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from amgan_search.errors import UserError
+
 STAGES = ("edit", "embed", "search", "metadata", "whole query")
 
 
@@ -37,7 +39,6 @@ def _models(tiny: bool):
     import torch
 
     from amgan_search.editors import Manipulator
-    from amgan_search.errors import UserError
     from amgan_search.index.embed import Embedder, load_embedder
     from amgan_search.registry import load_model, shipped_model
 

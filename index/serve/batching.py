@@ -30,6 +30,8 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any, Callable, Sequence
 
+from amgan_search.errors import UserError
+
 _STOP = object()
 
 
@@ -147,7 +149,6 @@ class MicroBatcher:
 
 def _log_unexpected(exc: BaseException) -> None:
     """Errors the client caused are answered as such; anything else also goes to the server's log."""
-    from amgan_search.errors import UserError
 
     if not isinstance(exc, UserError):
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
