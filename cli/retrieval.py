@@ -164,18 +164,12 @@ def query(image, k, index_dir, model, set_pairs, where_pairs, no_edit, only_regi
     result = retriever.query(picture, targets, k=k, where=where, edit=not no_edit,
                              only_region=only_region)
     edited_path = retriever.save(result, out, inputs=[image]) if out is not None else None
-    if as_json:
-        click.echo(json.dumps({"targets": result.targets, "edited": edited_path,
-                               "results": result.results}, indent=2))
-        return
-    click.echo(_table(result, edited_path))
+    _print(result.targets, [hit.as_dict() for hit in result.results], edited_path, as_json)
 
 
 def _query_server(url, image, targets, k, where, only_region, no_edit, as_json, out,
                   local_models) -> None:
     """query --server: the same output as a local query, from a running server (no torch here)."""
-    from types import SimpleNamespace
-
     from amgan_search.index.serve.client import Client, local_shape, save_answer
 
     if local_models:
@@ -187,24 +181,29 @@ def _query_server(url, image, targets, k, where, only_region, no_edit, as_json, 
         targets, only_region = {}, None
     client = Client(url)
     answer = client.query(image, targets, k=k, where=where, only_region=only_region)
-    result = SimpleNamespace(targets=answer.get("targets", {}), results=local_shape(answer))
     edited_path = None
     if out is not None:
         from amgan_search.images import load_image
 
         edited_path = save_answer(client, answer, load_image(image), out, inputs=[image])
+    _print(answer.get("targets", {}), local_shape(answer), edited_path, as_json)
+
+
+def _print(targets: dict, results: list[dict], edited_path: str | None, as_json: bool) -> None:
+    """A query's answer, local or the server's: one JSON object {targets, edited, results}, or
+    the table."""
     if as_json:
-        click.echo(json.dumps({"targets": result.targets, "edited": edited_path,
-                               "results": result.results}, indent=2))
-        return
-    click.echo(_table(result, edited_path))
+        click.echo(json.dumps({"targets": targets, "edited": edited_path, "results": results},
+                              indent=2))
+    else:
+        click.echo(_table(targets, results, edited_path))
 
 
-def _table(result, edited_path) -> str:
+def _table(targets: dict, results: list[dict], edited_path) -> str:
     """Results as an aligned text table: rank, id, score, attributes, path."""
-    head = ("targets: " + (", ".join(f"{a}={v}" for a, v in result.targets.items()) or "none (unedited)"))
+    head = ("targets: " + (", ".join(f"{a}={v}" for a, v in targets.items()) or "none (unedited)"))
     rows = [("rank", "id", "score", "attributes", "path")]
-    for r in result.results:
+    for r in results:
         rows.append((str(r["rank"]), str(r["id"]), f"{r['score']:.4f}",
                      " ".join(f"{a}={v}" for a, v in r["attributes"].items()), str(r["path"])))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]

@@ -158,8 +158,8 @@ def _record(example: Example, result, folder: Path, out: Path) -> dict:
     wanted = None if example.only_region else {**example.start, **example.targets}
     results = []
     for r in result.results:
-        match = wanted is not None and all(r["attributes"].get(a) == v for a, v in wanted.items())
-        results.append({**r, "match": match})
+        match = wanted is not None and all(r.attributes.get(a) == v for a, v in wanted.items())
+        results.append({**r.as_dict(), "match": match})
     rel = lambda name: (folder / name).relative_to(out).as_posix()  # noqa: E731
     return {
         "name": example.name, "title": example.title, "start": example.start,

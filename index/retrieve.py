@@ -9,6 +9,7 @@ and join their metadata.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -16,17 +17,20 @@ import numpy as np
 
 from amgan_search.editors import combine_masks
 from amgan_search.errors import UserError
-from amgan_search.index.search import Searcher
+from amgan_search.index.search import Hit, Searcher
 from amgan_search.index.sheet import contact_sheet
 from amgan_search.schema import Schema
 
 
+@dataclass
 class QueryResult:
-    """One query: the input, its edit and attention mask (None unedited), targets and results."""
-
-    def __init__(self, image, edited, mask, targets, results):
-        self.image, self.edited, self.mask = image, edited, mask
-        self.targets, self.results = targets, results
+    """One query: the input photo (uint8 HxWx3), its edit and combined attention mask (None when
+    unedited), the targets it was edited toward ({} when unedited) and the results in rank order."""
+    image: np.ndarray
+    edited: np.ndarray | None
+    mask: np.ndarray | None
+    targets: dict[str, str]
+    results: list[Hit]
 
 
 class Retriever:
@@ -153,9 +157,8 @@ class Retriever:
             save_image(edited_path, result.edited, made_by="query")
         if result.mask is not None:
             save_image(out / "mask.png", result.mask, made_by="query")
-        thumbs = [(self.read_result_image(r["path"]) if r.get("path") else None,
-                   f"#{r['rank']} {r['id']} {r['score']:.3f}\n" +
-                   " ".join(str(v) for v in r["attributes"].values()))
+        thumbs = [(self.read_result_image(r.path) if r.path else None,
+                   f"#{r.rank} {r.id} {r.score:.3f}\n" + " ".join(str(v) for v in r.attributes.values()))
                   for r in result.results]
         sheet = contact_sheet(result.image, result.edited, result.mask, thumbs, result.targets)
         save_image(out / "contact.png", sheet, made_by="query")

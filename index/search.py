@@ -9,8 +9,9 @@ what it can filter on, never a filter that silently matches nothing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -21,6 +22,24 @@ from amgan_search.index.index_dir import (StaleIndex, Version, check_embedder, c
                                           read_faiss, read_identities, read_items, read_labels,
                                           version_number)
 from amgan_search.schema import Schema
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One result of a query: its rank (from 1), the item's id, the cosine score, its attributes by
+    name, its image path as the catalog records it, and the catalog's metadata columns among
+    split, category and gender that the catalog has."""
+    rank: int
+    id: Any
+    score: float
+    attributes: dict[str, Any]
+    path: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        """The shape `query --json` and the server answer with: the metadata beside the rest."""
+        return {"rank": self.rank, "id": self.id, "score": self.score,
+                "attributes": self.attributes, "path": self.path, **self.metadata}
 
 
 class Searcher:
@@ -222,9 +241,9 @@ class Searcher:
             fetch = min(n, fetch * 4)
         return rows_out, scores_out
 
-    def results(self, rows: np.ndarray, scores: np.ndarray) -> list[list[dict]]:
-        """Join rows with the metadata: per query, [{rank, id, score, attributes, path, ...}]; a
-        row whose image changed since the index was built is `StaleIndex` (`check_fresh`)."""
+    def results(self, rows: np.ndarray, scores: np.ndarray) -> list[list[Hit]]:
+        """Join rows with the metadata: per query, its `Hit`s in rank order; a row whose image
+        changed since the index was built is `StaleIndex` (`check_fresh`)."""
         self.check_fresh(rows)
         out = []
         names = self.schema.names
@@ -235,14 +254,10 @@ class Searcher:
                 if r < 0:
                     break
                 item = self.items.iloc[int(r)]
-                hits.append({
-                    "rank": rank,
-                    "id": plain(item["id"]),
-                    "score": round(float(s), 6),
-                    "attributes": {a: plain(item[a]) for a in names},
-                    "path": plain(item.get("path")),
-                    **{c: plain(item[c]) for c in extra},
-                })
+                hits.append(Hit(rank=rank, id=plain(item["id"]), score=round(float(s), 6),
+                                attributes={a: plain(item[a]) for a in names},
+                                path=plain(item.get("path")),
+                                metadata={c: plain(item[c]) for c in extra}))
             out.append(hits)
         return out
 

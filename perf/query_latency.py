@@ -160,9 +160,9 @@ def _agreement(retrievers: dict, queries: int) -> dict[str, tuple[float, float]]
     for q in range(queries):
         photo, _ = _photo(100_000 + q, 96)
         targets = {"color": colours[q % len(colours)]}
-        want = [r["id"] for r in retrievers["fp32"].query(photo, targets, k=10).results]
+        want = [r.id for r in retrievers["fp32"].query(photo, targets, k=10).results]
         for name, counts in same.items():
-            got = [r["id"] for r in retrievers[name].query(photo, targets, k=10).results]
+            got = [r.id for r in retrievers[name].query(photo, targets, k=10).results]
             counts[0] += got == want
             counts[1] += set(got) == set(want)
     return {name: (ordered / queries, as_set / queries) for name, (ordered, as_set) in same.items()}

@@ -46,8 +46,8 @@ def test_round_trip_finds_each_item_itself_first(tiny):
     rows16, _ = searcher.search(np.asarray(searcher.embeddings(), dtype=np.float32), k=1)
     assert rows16[:, 0].tolist() == list(range(24))
     hit = searcher.results(rows[:1], scores[:1])[0][0]
-    assert hit["id"] == "item0" and hit["attributes"] == {"color": "red", "sleeve": "long"}
-    assert Path(hit["path"]).is_file()
+    assert hit.rank == 1 and hit.id == "item0" and hit.attributes == {"color": "red", "sleeve": "long"}
+    assert Path(hit.path).is_file() and hit.as_dict()["split"] == hit.metadata["split"]
 
 
 def test_where_filter_and_own_item_exclusion(tiny):

@@ -104,7 +104,7 @@ def test_query_upload_answers_as_the_local_query(setup):
     assert body["targets"] == {"color": "blue"} and body["start"] == {"item_id": None}
     # the local results less their paths: a server names no file of its own to a client
     assert [{k: v for k, v in r.items() if k != "image_url"} for r in body["results"]] == [
-        {k: v for k, v in r.items() if k != "path"} for r in local.results]
+        {k: v for k, v in r.as_dict().items() if k != "path"} for r in local.results]
     assert all(r["image_url"] == f"/api/items/{r['id']}/image" for r in body["results"])
     assert np.array_equal(picture(body["edited"]), local.edited)
     assert np.array_equal(picture(body["mask"]), local.mask)
@@ -251,10 +251,10 @@ def test_a_batch_answers_each_query_as_the_retriever_does_alone(setup):
     for job, got in zip(jobs, run_jobs(r, jobs)):
         want = r.query(job.image, job.targets, k=job.k, where=job.where, only_region=job.only_region)
         assert got.targets == want.targets and got.batch == len(jobs)
-        assert [h["id"] for h in got.results] == [h["id"] for h in want.results]
+        assert [h.id for h in got.results] == [h.id for h in want.results]
         # the embedder's batched forward may change the last float bits (see batch_query)
-        assert [h["score"] for h in got.results] == pytest.approx([h["score"] for h in want.results],
-                                                                   abs=1e-5)
+        assert [h.score for h in got.results] == pytest.approx([h.score for h in want.results],
+                                                               abs=1e-5)
         assert (got.edited is None) == (want.edited is None)
         if got.edited is not None:
             assert np.array_equal(got.edited, want.edited) and np.array_equal(got.mask, want.mask)

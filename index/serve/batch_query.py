@@ -23,6 +23,7 @@ import numpy as np
 
 from amgan_search.editors import REGION_THRESHOLD, combine_masks, compose
 from amgan_search.images import fit_square, to_tensor
+from amgan_search.index.search import Hit
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Outcome:
     edited: np.ndarray | None
     mask: np.ndarray | None
     targets: dict[str, str]
-    results: list[dict] | None
+    results: list[Hit] | None
     timing_ms: dict[str, float]
     batch: int = 1
 
@@ -78,13 +79,13 @@ def embed_many(embedder, images: Sequence[np.ndarray]) -> np.ndarray:
                                for im in images]))
 
 
-def search_many(searcher, vectors, jobs: Sequence[Job]) -> list[list[dict]]:
+def search_many(searcher, vectors, jobs: Sequence[Job]) -> list[list[Hit]]:
     """Top-k results per job, one FAISS search per distinct (k, where)."""
     groups: dict[tuple, list[int]] = {}
     for i, job in enumerate(jobs):
         key = (job.k, tuple(sorted((job.where or {}).items())))
         groups.setdefault(key, []).append(i)
-    out: list[list[dict]] = [[] for _ in jobs]
+    out: list[list[Hit]] = [[] for _ in jobs]
     for (k, where), rows in groups.items():
         found, scores = searcher.search(vectors[rows], k, where=dict(where) or None)
         for i, hits in zip(rows, searcher.results(found, scores)):

@@ -216,8 +216,8 @@ class Service:
         batch the query ran in; total is the request's own time in the server until this answer
         (upload decoding, queueing and picture encoding included)."""
         # ids and URLs only: a result's path is where the server keeps the file
-        results = [{**{k: v for k, v in r.items() if k != "path"}, "image_url": image_url(r["id"])}
-                   for r in outcome.results or []]
+        results = [{**{k: v for k, v in r.as_dict().items() if k != "path"},
+                    "image_url": image_url(r.id)} for r in outcome.results or []]
         timing = {k: round(v, 2) for k, v in outcome.timing_ms.items()}
         body = {"targets": outcome.targets, "start": {"item_id": start_id},
                 "image": data_url(job.image), "edited": data_url(outcome.edited),
