@@ -158,8 +158,8 @@ BAD = {
     "unknown value": (400, "valid: red, green, blue", None, {"targets": '{"color": "teal"}'}),
     "unknown attribute": (400, "valid: color, sleeve", None, {"targets": '{"fabric": "silk"}'}),
     "unknown item id": (404, "unknown item id", None, {"item_id": "nope"}),
-    "k zero": (400, "k must be between 1 and 100", None, {"k": "0"}),
-    "k too large": (400, "k must be between 1 and 100", None, {"k": "101"}),
+    "k zero": (400, "k: Input should be greater than or equal to 1", None, {"k": "0"}),
+    "k too large": (400, "k: Input should be less than or equal to 100", None, {"k": "101"}),
     "k not a number": (400, "k:", None, {"k": "ten"}),
     "bad JSON": (400, "targets: not valid JSON", None, {"targets": '{"color": '}),
     "JSON not an object": (400, "targets: expected a JSON object", None, {"targets": '["red"]'}),
@@ -216,9 +216,32 @@ def test_a_fault_in_the_models_is_a_500_line_and_the_next_query_works(setup, mon
     assert post_query(setup["client"], setup["image"], targets={"color": "red"}).status_code == 200
 
 
+def test_the_openapi_page_declares_every_answer_and_bound(setup):
+    spec = setup["client"].get("/openapi.json").json()
+    paths, schemas = spec["paths"], spec["components"]["schemas"]
+    params = {p["name"]: p["schema"] for p in paths["/api/items"]["get"]["parameters"]}
+    assert params["limit"]["minimum"] == 1 and params["limit"]["maximum"] == 200
+    assert params["offset"]["minimum"] == 0
+    form = paths["/api/query"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    k = schemas[form["$ref"].split("/")[-1]]["properties"]["k"]
+    assert (k["minimum"], k["maximum"], k["default"]) == (1, 100, 10)
+    answers = {"/api/health": "Health", "/api/schema": "SchemaAnswer", "/api/items": "Items",
+               "/api/query": "QueryAnswer", "/api/edit": "EditAnswer"}
+    for path, name in answers.items():
+        (route,) = paths[path].values()
+        ok = route["responses"]["200"]["content"]["application/json"]["schema"]
+        assert ok["$ref"].endswith("/" + name)
+        assert route["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith(
+            "/ErrorAnswer")
+    assert {"rank", "id", "score", "attributes", "image_url"} <= set(schemas["Result"]["properties"])
+
+
 def test_bad_items_page_and_unknown_route(setup):
     c = setup["client"]
-    assert "limit 1..200" in c.get("/api/items", params={"limit": 0}).json()["error"]
+    assert c.get("/api/items", params={"limit": 0}).json()["error"] == (
+        "limit: Input should be greater than or equal to 1")
+    assert "less than or equal to 200" in c.get("/api/items", params={"limit": 201}).json()["error"]
+    assert "offset:" in c.get("/api/items", params={"offset": -1}).json()["error"]
     assert c.get("/api/items", params={"offset": "x"}).status_code == 400
     assert c.get("/api/nothing").json() == {"error": "Not Found"}
 

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from fastapi import FastAPI, File, Form, UploadFile
+from fastapi import FastAPI, File, Form, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -46,7 +46,10 @@ from amgan_search import __version__
 from amgan_search.errors import UserError
 from amgan_search.images import decode_image
 from amgan_search.index.index_dir import StaleIndex
-from amgan_search.index.serve.service import MAX_UPLOAD_BYTES, WORK_SIDE, NotFound, Service
+from amgan_search.index.serve.answers import (EditAnswer, ErrorAnswer, Health, Items, QueryAnswer,
+                                              SchemaAnswer)
+from amgan_search.index.serve.service import (ITEMS_LIMIT_MAX, K_MAX, MAX_UPLOAD_BYTES, WORK_SIDE,
+                                              NotFound, Service)
 from amgan_search.io import parse_json
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -58,6 +61,11 @@ DRAIN_LIMIT = 8 * BODY_LIMIT
 TOO_LARGE = f"upload over the {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB limit"
 # A JSON form field (targets, where) is a small flat object: past these it is no request of ours.
 FIELD_BYTES, FIELD_DEPTH = 64 * 1024, 8
+# Every error answers {"error": "one line"}: what the OpenAPI page shows for each route.
+ERRORS = {code: {"model": ErrorAnswer, "description": text} for code, text in (
+    (400, "a bad request, named on one line"), (404, "an item id the index does not hold"),
+    (413, "an upload over the limit"), (500, "a fault of the server itself"),
+    (503, "the index's catalog changed under the server"))}
 # An absolute path inside a message: what a client is never told (its last name is kept).
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:[^\s/'\"]+/)*([^\s/'\"]+)")
 
@@ -142,6 +150,11 @@ async def start_picture(service: Service, image: UploadFile | None, item_id: str
     return await run_in_threadpool(service.item_image, item_id), item_id
 
 
+TARGETS = 'a JSON object of target values by attribute, e.g. {"color": "red"}'
+REGION = "confine the edit to a named region (e.g. sleeves) or that of ATTR=VALUE"
+WHERE = 'a JSON object of metadata values results must have, e.g. {"split": "test"}'
+
+
 def create_app(service: Service, web_dir: Path = WEB_DIR) -> FastAPI:
     """The FastAPI app over a loaded Service."""
     app = FastAPI(title="amgan-search", version=__version__,
@@ -160,27 +173,33 @@ def create_app(service: Service, web_dir: Path = WEB_DIR) -> FastAPI:
             raise NotFound(f"no web page here ({index} is missing); the API is under /api, see /docs")
         return FileResponse(index, media_type="text/html")
 
-    @app.get("/api/health")
+    @app.get("/api/health", response_model=Health, responses=ERRORS)
     async def health() -> dict:  # on the event loop: answers while worker threads decode
         return service.health()
 
-    @app.get("/api/schema")
+    @app.get("/api/schema", response_model=SchemaAnswer, responses=ERRORS)
     def schema() -> dict:
         return service.schema()
 
-    @app.get("/api/items")
-    def items(offset: int = 0, limit: int = 24) -> dict:
+    @app.get("/api/items", response_model=Items, responses=ERRORS)
+    def items(offset: int = Query(0, ge=0, description="the first item, counted from 0"),
+              limit: int = Query(24, ge=1, le=ITEMS_LIMIT_MAX, description="items on the page")
+              ) -> dict:
         return service.items(offset, limit)
 
-    @app.get("/api/items/{item_id:path}/image", response_class=Response)
+    @app.get("/api/items/{item_id:path}/image", response_class=Response, responses={
+        **ERRORS, 200: {"content": {"image/png": {}}, "description": "the item's image"}})
     def item_image(item_id: str):
         return Response(service.item_png(item_id), media_type="image/png",
                         headers={"Cache-Control": "max-age=3600"})
 
-    @app.post("/api/query")
-    async def query(image: UploadFile | None = File(None), item_id: str | None = Form(None),
-                    targets: str = Form("{}"), only_region: str | None = Form(None),
-                    k: int = Form(10), where: str | None = Form(None)) -> dict:
+    @app.post("/api/query", response_model=QueryAnswer, responses=ERRORS)
+    async def query(image: UploadFile | None = File(None, description="the photo (or item_id)"),
+                    item_id: str | None = Form(None, description="a catalog item to start from"),
+                    targets: str = Form("{}", description=TARGETS),
+                    only_region: str | None = Form(None, description=REGION),
+                    k: int = Form(10, ge=1, le=K_MAX, description="results to return"),
+                    where: str | None = Form(None, description=WHERE)) -> dict:
         started = time.perf_counter()
         with service.batcher.arriving():
             picture, start_id = await start_picture(service, image, item_id)
@@ -190,9 +209,11 @@ def create_app(service: Service, web_dir: Path = WEB_DIR) -> FastAPI:
         outcome = await asyncio.wrap_future(future)
         return await run_in_threadpool(service.query_body, job, start_id, outcome, started)
 
-    @app.post("/api/edit")
-    async def edit(image: UploadFile | None = File(None), item_id: str | None = Form(None),
-                   targets: str = Form("{}"), only_region: str | None = Form(None)) -> dict:
+    @app.post("/api/edit", response_model=EditAnswer, responses=ERRORS)
+    async def edit(image: UploadFile | None = File(None, description="the photo (or item_id)"),
+                   item_id: str | None = Form(None, description="a catalog item to start from"),
+                   targets: str = Form("{}", description=TARGETS),
+                   only_region: str | None = Form(None, description=REGION)) -> dict:
         with service.batcher.arriving():
             picture, _ = await start_picture(service, image, item_id)
             job = service.job(picture, parse_object(targets, "targets"), only_region, search=False)

@@ -124,9 +124,7 @@ class Service:
         return out
 
     def items(self, offset: int = 0, limit: int = 24) -> dict:
-        if offset < 0 or not 1 <= limit <= ITEMS_LIMIT_MAX:
-            raise UserError(f"offset must be >= 0 and limit 1..{ITEMS_LIMIT_MAX}, "
-                            f"got offset={offset} limit={limit}")
+        """A page of items (the app declares the bounds: offset >= 0, limit 1..ITEMS_LIMIT_MAX)."""
         from amgan_search.index.index_dir import plain
 
         rows = self.searcher.items.iloc[offset:offset + limit]
@@ -156,9 +154,8 @@ class Service:
 
     def job(self, image: np.ndarray, targets: Mapping[str, str], only_region: str | None = None,
             k: int = 10, where: Mapping[str, str] | None = None, search: bool = True) -> Job:
-        """A checked job, or a one-line UserError naming the valid choices."""
-        if search and not 1 <= k <= K_MAX:
-            raise UserError(f"k must be between 1 and {K_MAX}, got {k}")
+        """A checked job, or a one-line UserError naming the valid choices (k's bounds, 1..K_MAX,
+        are the app's to declare)."""
         targets = self.retriever.validate(targets)
         if targets:
             self.retriever.manipulator.check_targets(targets)
