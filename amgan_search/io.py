@@ -236,6 +236,20 @@ def read_json(path: str | os.PathLike) -> dict:
         raise UserError(f"{path}: not valid JSON ({exc})") from None
 
 
+def as_named(value: Any) -> Any:
+    """A recorded value as what it names now, for comparing a run's record with a rerun's:
+    records keep paths as the user gave them (no machine's folders in a shipped or published
+    file), so a string naming an existing file or folder is compared as its resolved path
+    (`data/x.db` and its absolute path are one file); dicts and lists value by value."""
+    if isinstance(value, str) and value and Path(value).exists():
+        return str(Path(value).resolve())
+    if isinstance(value, dict):
+        return {k: as_named(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [as_named(v) for v in value]
+    return value
+
+
 def parse_json(text: str | bytes, where: str, max_bytes: int, max_depth: int = 32) -> Any:
     """JSON from outside (a request's field, a server's answer) within `max_bytes` and
     `max_depth` levels of nesting, else a one-line UserError naming `where`: deep nesting would

@@ -267,6 +267,7 @@ def run(tiny: bool = False, queries: int | None = None, clients: tuple[int, ...]
             index = Path(tmp) / "index"
             synthetic_index(index, embedder, 300 if tiny else n)
         from amgan_search.index.index_dir import load_info
+        from amgan_search.index.serve.app import public
 
         schema = load_info(index)["schema"]
         pictures = photos(size=48 if tiny else 128)
@@ -275,7 +276,9 @@ def run(tiny: bool = False, queries: int | None = None, clients: tuple[int, ...]
             ["--max-batch", str(max_batch)] if max_batch else [])
         server = ServerProcess(Path(index), model, threads, compile and not tiny,
                                start_timeout=max_seconds / 2, extra=tuple(extra))
-        setup = "; ".join(line for line in server.lines
+        # the server's own words, each absolute path cut to its last name as the server cuts them
+        # for a client: a published table names no folder of the machine it ran on
+        setup = "; ".join(public(line) for line in server.lines
                           if line.startswith(("loading", "loaded", "compiled in", "running uncompiled")))
         try:
             deadline = started + max_seconds

@@ -211,6 +211,24 @@ def _run_with(bench, out, **protocol):
         ks=[1, 5, 10], graders="none", batch_size=4, device="cpu", progress=False, **protocol))
 
 
+def test_run_json_keeps_paths_as_given_and_a_rerun_may_name_them_otherwise(bench, tmp_path,
+                                                                           monkeypatch):
+    """No machine's folders in a published run.json: the paths as the user gave them; a rerun
+    that names the same files another way (relative here, absolute there) resumes."""
+    monkeypatch.chdir(bench["db"].parent)
+    out = tmp_path / "run"
+    first = _run_with(bench, out)
+    run = json.loads((out / "run.json").read_text())
+    assert run["db"] == str(bench["db"]) and run["index"] == str(bench["index"])
+    records = _records(out)
+    again = run_benchmark(BenchmarkConfig(
+        db=bench["db"].name, index=str(bench["index"].relative_to(bench["db"].parent)),
+        out=str(out), methods=parse_methods("real"), ks=[1, 5, 10], graders="none",
+        batch_size=4, device="cpu", progress=False))
+    assert again["methods"] == first["methods"] and _records(out) == records  # resumed: all done
+    assert json.loads((out / "run.json").read_text())["db"] == bench["db"].name
+
+
 def _records(out):
     return [json.loads(line) for line in (out / "queries.jsonl").read_text().splitlines()]
 

@@ -256,7 +256,7 @@ def test_train_amgan_command_from_a_catalog_db_with_a_real_classifier(tmp_path):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     config = read_json(out / "config.json")
-    assert config["classifier"]["path"] == str((tmp_path / "clf").resolve())
+    assert config["classifier"]["path"] == str(tmp_path / "clf")  # as given
     assert len(config["classifier"]["sha256"]) == 64
     assert config["train_config"]["db"] == str(db)
     assert "G/per" in (out / "log.jsonl").read_text()

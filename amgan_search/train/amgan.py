@@ -276,20 +276,19 @@ def _generator(tensors: dict) -> dict:
 # -- model directories ------------------------------------------------------------------------
 
 def _classifier_record(config: AmganConfig) -> dict | None:
-    """The CNN+CAM network given to the run or, when none was, the shipped one it trained against;
-    None for a method that needs none and was given none."""
+    """The CNN+CAM network given to the run (its path as given) or, when none was, the shipped one
+    it trained against (by name); None for a method that needs none and was given none."""
     if config.classifier is not None:
-        path = Path(config.classifier)
+        path, named = Path(config.classifier), str(config.classifier)  # as the user gave it
     elif not config.needs_classifier:
         return None
     else:
         try:
-            path = shipped_model("classifier-cam")
+            path, named = shipped_model("classifier-cam"), "classifier-cam"  # its name, no folder
         except UserError:
             return {"path": None, "sha256": None}
     weights = path / ckpt.WEIGHTS
-    return {"path": str(path.resolve()),
-            "sha256": ckpt.weights_sha256(path) if weights.is_file() else None}
+    return {"path": named, "sha256": ckpt.weights_sha256(path) if weights.is_file() else None}
 
 
 def model_config(config: AmganConfig, schema: Schema, iterations: int, wall_s: float) -> dict:

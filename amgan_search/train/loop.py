@@ -27,8 +27,8 @@ import torch
 from amgan_search import checkpoint as ckpt
 from amgan_search.errors import UserError
 from amgan_search.images import preview_values, save_image, tile_rows
-from amgan_search.io import (JsonlWriter, read_json, read_jsonl, remove_stale, write_json,
-                             write_text, writer_lock)
+from amgan_search.io import (JsonlWriter, as_named, read_json, read_jsonl, remove_stale,
+                             write_json, write_text, writer_lock)
 from amgan_search.outputs import MARKER, claim_dir, mark
 
 RUN_CONFIG = "train_config.json"
@@ -139,11 +139,9 @@ def check_resume(folder: "RunFolder", config: dict[str, Any], fields: Iterable[s
 
 
 def _as_saved(value, is_path: bool):
-    """A value as train_config.json holds it (tuples are lists), a path to an existing file or
-    folder as the one it names."""
-    if is_path and value is not None and Path(value).exists():
-        return str(Path(value).resolve())
-    return json.loads(json.dumps(value))
+    """A value as train_config.json holds it (tuples are lists), a path as what it names
+    (`io.as_named`)."""
+    return as_named(value) if is_path else json.loads(json.dumps(value))
 
 
 # `.NAME.PID.XXXX.tmp` / `.NAME.PID.old`: io's temporary names (see amgan_search.io)

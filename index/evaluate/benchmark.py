@@ -94,12 +94,11 @@ class BenchmarkConfig:
 
 
 def grader_sources(spec: str | None) -> dict[str, str]:
-    """{grader name: shipped name or absolute model folder} of a graders spec: what run.json
+    """{grader name: shipped name or model folder as given} of a graders spec: what run.json
     records, so a rerun with other graders (or another folder under a name) is refused."""
     from amgan_search.registry import parse_graders
 
-    return {name: str(Path(path).resolve()) if Path(path).is_dir() else path
-            for name, path in parse_graders(spec)}
+    return dict(parse_graders(spec))
 
 
 def resolve_edit_attributes(names: Sequence[str] | None, schema: Schema) -> list[str] | None:
@@ -139,7 +138,7 @@ def _check_run(out: Path, run: dict) -> None:
     """A resumed run must be the same run: same index, catalog, split, limit, protocol, graders
     and enough k. A run.json of old without a protocol choice had its default; one without
     graders did not record its classifier, so any graders resume it."""
-    from amgan_search.io import read_json, write_json
+    from amgan_search.io import as_named, read_json, write_json
 
     path = out / RUN_JSON
     if path.is_file():
@@ -147,7 +146,7 @@ def _check_run(out: Path, run: dict) -> None:
         keys = ("index", "index_digest", "db", "split", "limit", *PROTOCOL,
                 *(["graders"] if "graders" in old else []))
         for key in keys:
-            if old.get(key, PROTOCOL.get(key)) != run.get(key):
+            if as_named(old.get(key, PROTOCOL.get(key))) != as_named(run.get(key)):
                 raise UserError(f"{path}: this folder holds a run with another {key} "
                                 f"({old.get(key, PROTOCOL.get(key))!r}, now {run.get(key)!r}); "
                                 "use another --out")
@@ -185,9 +184,9 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
     if gallery is not None and not gallery.any():
         raise UserError(f"{config.index}: no indexed item is in the test split, so the test gallery is empty")
     graders = load_graders(config.graders, device)  # before run.json: a bad folder writes nothing
-    _check_run(out, {"index": str(Path(config.index).resolve()),
+    _check_run(out, {"index": str(config.index),
                      "index_digest": searcher.info["embedder"].get("digest"),
-                     "db": str(Path(config.db).resolve()), "split": config.split,
+                     "db": str(config.db), "split": config.split,
                      "limit": config.limit, **config.protocol(),
                      "graders": grader_sources(config.graders), "k_max": k_max})
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from amgan_search.errors import UserError
+from amgan_search.io import as_named
 
 from amgan_search.index.evaluate.compare.models import (BENCHMARK, CAM_MODEL, CAM_RUN, CAM_TRAIN,
                                                EDIT_ATTRIBUTES, EDIT_SIZE, EDITS, KS, SETTINGS,
@@ -38,17 +39,15 @@ def grader_spec(config: CompareConfig) -> str:
 
     extra = parse_graders(config.graders)
     pairs = ([] if any(n == "cam" for n, _ in extra) else [("cam", str(cam_dir(config)))]) + extra
-    return ",".join(path if name == path else f"{name}={Path(path).resolve()}"
-                    for name, path in pairs)
+    return ",".join(path if name == path else f"{name}={path}" for name, path in pairs)
 
 
 def settings(config: CompareConfig, step: int, spec: str, picked: dict[str, int]) -> dict:
     """What OUT/compare.json records: the step, the pick, the data, the graders and the models
-    (`picked`: each method's iteration; {} before they are known)."""
-    return {"step": step, "pick": config.pick, "db": str(Path(config.db).resolve()),
-            "index": str(Path(config.index).resolve()), "sample": config.sample,
-            "sample_seed": config.sample_seed, "graders": spec,
-            "models": {m: str(model_dir(config, m, s).resolve()) for m, s in picked.items()}}
+    (`picked`: each method's iteration; {} before they are known), paths as the user gave them."""
+    return {"step": step, "pick": config.pick, "db": str(config.db), "index": str(config.index),
+            "sample": config.sample, "sample_seed": config.sample_seed, "graders": spec,
+            "models": {m: str(model_dir(config, m, s)) for m, s in picked.items()}}
 
 
 def check_settings(config: CompareConfig, now: dict) -> dict:
@@ -59,14 +58,27 @@ def check_settings(config: CompareConfig, now: dict) -> dict:
     path = Path(config.out) / SETTINGS
     old = read_json(path) if path.is_file() else {}
     for key, value in now.items():
-        if key != "models" and key in old and old[key] != value:
+        if key != "models" and key in old and _named(key, old[key]) != _named(key, value):
             raise UserError(f"{path}: holds a comparison with another {key} ({old[key]!r}, now "
                             f"{value!r}); choose another output folder")
-    changed = [m for m, p in now["models"].items() if old.get("models", {}).get(m, p) != p]
+    changed = [m for m, p in now["models"].items()
+               if as_named(old.get("models", {}).get(m, p)) != as_named(p)]
     if changed:
         raise UserError(f"{path}: holds a comparison with other models of {', '.join(changed)}; "
                         "choose another output folder")
     return {**now, "models": {**old.get("models", {}), **now["models"]}}
+
+
+def _named(key: str, value):
+    """A compare.json value as what it names (`io.as_named`; a graders spec grader by grader)."""
+    from amgan_search.registry import parse_graders
+
+    return as_named(parse_graders(value) if key == "graders" else value)
+
+
+def _same(old: dict, now: dict) -> bool:
+    """Whether two records of settings name the same things (`_named`, key by key)."""
+    return old.keys() == now.keys() and all(_named(k, old[k]) == _named(k, now[k]) for k in now)
 
 
 def benchmark(config: CompareConfig, models: dict[str, Path], spec: str) -> Path:
@@ -85,7 +97,7 @@ def benchmark(config: CompareConfig, models: dict[str, Path], spec: str) -> Path
 
 
 def edit_settings(config: CompareConfig, model: Path, spec: str) -> dict:
-    return {"model": str(model.resolve()), "n": config.edit_scenes, "seed": config.edit_seed,
+    return {"model": str(model), "n": config.edit_scenes, "seed": config.edit_seed,
             "size": EDIT_SIZE, "scene_attributes": list(config.scene_attributes), "graders": spec}
 
 
@@ -98,7 +110,7 @@ def edits(config: CompareConfig, models: dict[str, Path], spec: str,
     for method, model in models.items():
         records, meta = folder / f"{method}.jsonl", folder / f"{method}.json"
         wanted = edit_settings(config, model, spec)
-        if jsonl_exists(records) and meta.is_file() and read_json(meta) == wanted:
+        if jsonl_exists(records) and meta.is_file() and _same(read_json(meta), wanted):
             out[method] = read_jsonl(records)
             continue
         log(f"compare: edits of {method} on {config.edit_scenes} scenes")
