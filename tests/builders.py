@@ -1,4 +1,5 @@
-"""Data builders the test files share: a tiny CSV catalog, a tiny classifier and manipulator."""
+"""What the test files share: data builders (a tiny CSV catalog, a tiny classifier and
+manipulator, an index over them), the CLI runner and the check of a one-line refusal."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from amgan_search.images import save_image
 
+ROOT = Path(__file__).resolve().parents[1]  # the repository
 COLORS = ("red", "green", "blue")
 SLEEVES = ("long", "short")
 RGB = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
@@ -93,12 +95,38 @@ def tiny_world(root: Path) -> dict:
             "index": root / "index", "image": root / "catalog" / "img" / "4.png"}
 
 
-def assert_refused(result, *needles) -> None:
-    """A CLI result that is exit 2 and one error line naming the needles, no traceback."""
+def run(*args):
+    """`amgan-search ARGS` in this process (arguments as strings); an exception that is no
+    UserError propagates, so a crash fails the test with its traceback."""
+    from click.testing import CliRunner
+
+    from amgan_search.cli.main import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_refused(result, *needles, alone: bool = False) -> str:
+    """A CLI result that is exit 2 and one error line naming the needles (ours, or click's under
+    its usage line), no traceback; `alone`: that line is all the command printed. The line."""
     assert result.exit_code == 2, result.output
-    errors = [line for line in result.output.splitlines()
-              if line.startswith("error:") or line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.lower().startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    if alone:
+        assert [line for line in result.output.splitlines() if line.strip()] == errors, result.output
     for needle in needles:
         assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+def tracked(*patterns: str) -> list[Path]:
+    """The files git tracks under ROOT (as they are in the working tree); skips outside a checkout."""
+    import subprocess
+
+    import pytest
+
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "--", *patterns], cwd=ROOT, check=True,
+                             capture_output=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    return [ROOT / name for name in out.decode().split("\0") if name and (ROOT / name).is_file()]

@@ -2,6 +2,8 @@ import os
 
 import pytest
 
+from builders import tiny_world
+
 # Two cores are shared by the suite: keep torch from oversubscribing them.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -17,3 +19,10 @@ def _torch_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny catalog, classifier, manipulator and index (`builders.tiny_world`), one per test
+    module, so a module may change it; a module that needs another world defines its own."""
+    return tiny_world(tmp_path_factory.mktemp("world"))

@@ -17,22 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from amgan_search.cli.main import cli
-from builders import assert_refused, make_catalog, tiny_world
+from builders import assert_refused, make_catalog, run
 
 BIN = [sys.executable, "-m", "amgan_search.cli.main"]
 
 
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return tiny_world(tmp_path_factory.mktemp("bad"))
 
 
 def _odd_images(folder: Path) -> dict[str, Path]:

@@ -14,16 +14,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from amgan_search.cli.main import cli
-from builders import assert_refused, tiny_world
+from builders import assert_refused, run, tiny_world
 
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 def png(width: int, height: int, seed: int = 0) -> bytes:

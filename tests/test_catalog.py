@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from amgan_search.catalog import Catalog, import_catalog
-from amgan_search.cli.main import cli
 from amgan_search.dataset import CatalogImages
 from amgan_search.errors import UserError
 from amgan_search.images import save_image
+from builders import run
 
 torch.set_num_threads(1)
 
@@ -267,9 +266,6 @@ def test_catalog_images_read_g2_rows(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------
-
-def run(*args):
-    return CliRunner().invoke(cli, list(map(str, args)))
 
 
 def test_cli_import_and_info(tmp_path):

@@ -14,18 +14,13 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from amgan_search import db_checksum
-from amgan_search.cli.main import cli
 from amgan_search.errors import UserError
 from amgan_search.images import load_image
-from builders import assert_refused, make_classifier, tiny_world
+from builders import assert_refused, make_classifier, run
 
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 def flip_byte(path: Path, at: float = 0.6) -> None:
@@ -33,10 +28,6 @@ def flip_byte(path: Path, at: float = 0.6) -> None:
     data[int(len(data) * at)] ^= 0xFF
     path.write_bytes(bytes(data))
 
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return tiny_world(tmp_path_factory.mktemp("changes"))
 
 
 def copy_world(world, tmp_path) -> dict:

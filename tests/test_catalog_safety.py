@@ -22,35 +22,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from amgan_search import db_checksum
 from amgan_search.catalog import Catalog, import_catalog
-from amgan_search.cli.main import cli
 from amgan_search.dataset import CatalogImages
 from amgan_search.errors import UserError
 from amgan_search.images import save_image
 from amgan_search.io import writer_lock
 from amgan_search.outputs import MARKER, kind_of
 from amgan_search.synthetic import write_catalog
+from builders import assert_refused, run
 
 BIN = [sys.executable, "-m", "amgan_search.cli.main"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 COLORS = ("red", "green", "blue")
 
 
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
-
-def assert_one_line(result, *needles) -> str:
-    """Exit 2, one error line (ours, or click's under its usage line), no traceback."""
-    assert result.exit_code == 2, result.output
-    errors = [x for x in result.output.splitlines() if x.lower().startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in result.output, result.output
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 def write_csv_catalog(folder: Path, n: int = 6, header: str = "id,path,split,color",
@@ -99,10 +87,10 @@ def test_import_replaces_a_catalog_db_and_refuses_any_other_file(tmp_path):
     conn.close()
     other_bytes = other.read_bytes()
     for target, kept in ((notes, b"my notes\n"), (other, other_bytes), (src, src.read_bytes())):
-        assert_one_line(run("catalog", "import", "--format", "csv", src, "--db", target, "--quiet"),
+        assert_refused(run("catalog", "import", "--format", "csv", src, "--db", target, "--quiet"),
                         str(target), "is not a catalog DB")
         assert target.read_bytes() == kept
-    assert_one_line(run("catalog", "import", "--format", "csv", src, "--db", tmp_path / "cat",
+    assert_refused(run("catalog", "import", "--format", "csv", src, "--db", tmp_path / "cat",
                         "--quiet"), "is a folder")
     assert leftovers(tmp_path, "notes.db") == [] and leftovers(tmp_path, "c.db") == []
 
@@ -111,7 +99,7 @@ def test_a_db_path_under_a_file_is_one_line(tmp_path):
     src = write_csv_catalog(tmp_path / "cat")
     (tmp_path / "a.db").write_text("a file\n")
     for db in (tmp_path / "a.db" / "x.db", tmp_path / "a.db" / "sub" / "x.db"):
-        assert_one_line(run("catalog", "import", "--format", "csv", src, "--db", db, "--quiet"),
+        assert_refused(run("catalog", "import", "--format", "csv", src, "--db", db, "--quiet"),
                         "a.db is a file, not a folder")
         with pytest.raises(UserError, match="a.db is a file, not a folder"):
             import_catalog("csv", src, db, progress=False)
@@ -146,7 +134,7 @@ def test_synth_marks_its_folder_and_replaces_only_a_synthetic_catalog(tmp_path, 
     assert run(*args).exit_code == 0
     assert kind_of(out) == "catalog" and (out / MARKER).is_file()
     before = (out / "catalog.csv").read_bytes()
-    assert_one_line(run(*args, "--seed", 1), "holds a catalog already", "--force")
+    assert_refused(run(*args, "--seed", 1), "holds a catalog already", "--force")
     assert (out / "catalog.csv").read_bytes() == before
     for flag in ("--force", "--overwrite"):  # one flag, two names
         assert run(*args, "--seed", 1, flag).exit_code == 0
@@ -155,13 +143,13 @@ def test_synth_marks_its_folder_and_replaces_only_a_synthetic_catalog(tmp_path, 
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep\n")
-    assert_one_line(run("catalog", "synth", mine, "--n", 3, "--size", 16, "--force"),
+    assert_refused(run("catalog", "synth", mine, "--n", 3, "--size", 16, "--force"),
                     "files this tool did not write")
     assert (mine / "notes.txt").read_text() == "keep\n" and sorted(os.listdir(mine)) == ["notes.txt"]
     monkeypatch.chdir(tmp_path)
-    assert_one_line(run("catalog", "synth", ".", "--n", 3, "--size", 16, "--force"),
+    assert_refused(run("catalog", "synth", ".", "--n", 3, "--size", 16, "--force"),
                     "the current folder")
-    assert_one_line(run("catalog", "synth", mine / "notes.txt" / "sub", "--n", 3, "--size", 16),
+    assert_refused(run("catalog", "synth", mine / "notes.txt" / "sub", "--n", 3, "--size", 16),
                     "notes.txt is a file, not a folder")
 
 
@@ -176,7 +164,7 @@ def test_synth_marks_its_folder_and_replaces_only_a_synthetic_catalog(tmp_path, 
     (["--workers", "0"], "--workers"),
 ])
 def test_synth_numbers_out_of_range_are_one_line(tmp_path, args, needle):
-    assert_one_line(run("catalog", "synth", tmp_path / "s", "--n", "3", "--size", "16", *args),
+    assert_refused(run("catalog", "synth", tmp_path / "s", "--n", "3", "--size", "16", *args),
                     needle)
     assert not (tmp_path / "s").exists()
 
@@ -214,7 +202,7 @@ def test_cli_limits_are_the_library_limits():
 def test_csv_columns_equal_ignoring_case_are_one_line(tmp_path, header, cells, named):
     rows = [f"item{i},img/{i}.png,train,{COLORS[i % 3]}{cells}" for i in range(3)]
     src = write_csv_catalog(tmp_path / "cat", n=3, header=header, rows=rows)
-    line = assert_one_line(run("catalog", "import", "--format", "csv", src, "--db",
+    line = assert_refused(run("catalog", "import", "--format", "csv", src, "--db",
                                tmp_path / "c.db", "--quiet"), "items.csv", *named)
     assert "OperationalError" not in line
     assert not (tmp_path / "c.db").exists()
@@ -244,7 +232,7 @@ def test_import_refuses_paths_leading_out_naming_the_row(tmp_path, outside):
     (tmp_path / "cat" / "img" / "link.png").symlink_to(outside)
     for bad, message in cases.items():
         src.write_text("id,path,split,color\n" + "\n".join([*rows, f"evil,{bad},train,red"]) + "\n")
-        assert_one_line(run("catalog", "import", "--format", "csv", src, "--db", tmp_path / "c.db",
+        assert_refused(run("catalog", "import", "--format", "csv", src, "--db", tmp_path / "c.db",
                             "--quiet"), "items.csv:5", message)
         assert not (tmp_path / "c.db").exists()
     # A symlink that stays inside the catalog is an ordinary item.
@@ -304,7 +292,7 @@ def test_import_decodes_every_image_and_names_the_bad_rows(tmp_path):
     src = write_csv_catalog(tmp_path / "cat")
     _spoil_images(tmp_path / "cat")
     result = run("catalog", "import", "--format", "csv", src, "--db", tmp_path / "c.db")
-    line = assert_one_line(result, "items.csv:4", "2.png", "items.csv:6")
+    line = assert_refused(result, "items.csv:4", "2.png", "items.csv:6")
     assert "1 more bad images" in line and not (tmp_path / "c.db").exists()
     assert "check images" in result.stderr  # the progress bar, on stderr
     result = run("catalog", "import", "--format", "csv", src, "--db", tmp_path / "c.db",
@@ -327,7 +315,7 @@ def test_a_bad_image_in_dataloader_workers_is_one_line_from_index_build(tmp_path
     cam = make_classifier(tmp_path / "cam")
     result = run("index", "build", "--db", db, "--out", tmp_path / "index", "--embedder", cam,
                  "--workers", 2, "--batch-size", 2, "--device", "cpu", "--quiet")
-    line = assert_one_line(result, ".png")
+    line = assert_refused(result, ".png")
     assert "unreadable image" in line or "not an image" in line
     assert "DataLoader" not in result.output and "worker" not in line
     assert not (tmp_path / "index").exists()
@@ -364,7 +352,7 @@ def test_a_db_damaged_mid_file_is_one_line_on_every_open(tmp_path):
             Catalog.open(db)
         with pytest.raises(UserError, match="damaged catalog DB"):
             CatalogImages(db, size=16)
-        assert_one_line(run("catalog", "info", "--db", db), f"bad{trial}.db", "damaged")
+        assert_refused(run("catalog", "info", "--db", db), f"bad{trial}.db", "damaged")
     # A damaged catalog DB is still one: a new import may replace it.
     import_catalog("csv", src, db, progress=False)
     assert answers(db) == answers(good)
@@ -377,7 +365,7 @@ def test_index_build_over_a_db_damaged_mid_file_is_one_line(tmp_path):
     db = tmp_path / "mid.db"
     import_catalog("csv", src, db, progress=False)
     _flip(db, db.stat().st_size // 2, random.Random(3))
-    assert_one_line(run("index", "build", "--db", db, "--out", tmp_path / "i", "--quiet",
+    assert_refused(run("index", "build", "--db", db, "--out", tmp_path / "i", "--quiet",
                         "--device", "cpu"), "mid.db: damaged catalog DB")
     assert not (tmp_path / "i").exists()
 

@@ -10,14 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from amgan_search.cli.main import cli
 from amgan_search.errors import UserError
 from amgan_search.index.evaluate.compare import models as compare_models, run as compare_run
 from amgan_search.index.evaluate.compare.table import comparison_table, fmt, write_comparison
 from amgan_search.schema import Schema
-from builders import assert_refused
+from builders import assert_refused, run
 
 SCHEMA = Schema.from_dict({"color": ["red", "green", "blue", "white"], "sleeve": ["long", "short"]})
 # The gallery: the two query images are in it (and never their own results).
@@ -205,9 +203,6 @@ def test_write_comparison_md_json_png(tmp_path):
 
 
 # -- the command ---------------------------------------------------------------------------------
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 def fake_checkpoint(run_dir: Path, *steps: int) -> None:

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from amgan_helpers import TinyClassifier
 from amgan_search.editors import IdentityEditor, edit_photos
@@ -17,7 +16,7 @@ from amgan_search.metrics.edits import (RECORD_FLOATS, RECORD_KEYS, evaluate_edi
                                         markdown_table, scene_schema, summarize)
 from amgan_search.metrics.edits import test_seeds as scene_seeds  # not a test: no test_ name
 from amgan_search.schema import HARD_SETTING, Schema
-from builders import assert_refused, make_classifier, make_manipulator
+from builders import assert_refused, make_classifier, make_manipulator, run
 
 # The tiny manipulator's schema (builders.COLORS, builders.SLEEVES): 2 + 1 edits per scene.
 TINY = Schema.from_dict({"color": ["red", "green", "blue"], "sleeve": ["long", "short"]})
@@ -201,9 +200,7 @@ def test_at_size_with_a_model_edits_at_its_size_and_grades_at_the_photos(tiny):
 # -- the command -------------------------------------------------------------------------------
 
 def _run(*args):
-    from amgan_search.cli.main import cli
-
-    return CliRunner().invoke(cli, ["evaluate-edits", *map(str, args)])
+    return run("evaluate-edits", *args)
 
 
 def test_command_writes_records_and_prints_the_summary_without_them(tiny, tmp_path):

@@ -8,21 +8,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from amgan_search.cli.main import cli
 from amgan_search.errors import UserError
-from builders import assert_refused, tiny_world
+from builders import assert_refused, run
 
 
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return tiny_world(tmp_path_factory.mktemp("filters"))  # a CSV catalog: no gender, no category
 
 
 # ---------------------------------------------------------------- row 8

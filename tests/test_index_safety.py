@@ -22,9 +22,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from amgan_search.cli.main import cli
 from amgan_search.errors import UserError
 from amgan_search.index import index_dir, search
 from amgan_search.index.build import add_items, build_index
@@ -33,7 +31,7 @@ from amgan_search.index.index_dir import FILES, INFO, VERSIONS, current
 from amgan_search.index.search import Searcher
 from amgan_search.integrity import SUMS, write_sums
 from amgan_search.outputs import MARKER, kind_of
-from builders import make_catalog, make_classifier
+from builders import assert_refused, make_catalog, make_classifier, run
 
 BIN = [sys.executable, "-m", "amgan_search.cli.main"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -58,17 +56,7 @@ def copy_index(world, dest: Path) -> Path:
     return dest
 
 
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
-
-def refused(result, *needles) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def answers(index: Path, k: int = 3) -> list[list[str]]:
@@ -96,7 +84,7 @@ def test_build_never_writes_over_what_it_did_not_make(world, tmp_path, monkeypat
                    "cwd": (Path("."), "current folder")}[case]
     monkeypatch.chdir(notes.parent if case == "cwd" else tmp_path)
     before = sorted(p.name for p in Path(out).resolve().iterdir())
-    refused(run(*build_args(world, out)), needle)
+    assert_refused(run(*build_args(world, out)), needle, alone=True)
     assert sorted(p.name for p in Path(out).resolve().iterdir()) == before
     assert notes.read_text() == "mine"
 
@@ -104,7 +92,7 @@ def test_build_never_writes_over_what_it_did_not_make(world, tmp_path, monkeypat
 def test_an_index_is_replaced_only_with_force_and_readers_keep_the_old_one(world, tmp_path):
     index = copy_index(world, tmp_path / "index")
     first = current(index)
-    refused(run(*build_args(world, index)), "already", "pass --force")
+    assert_refused(run(*build_args(world, index)), "already", "pass --force", alone=True)
     assert current(index).number == first.number == 1
     result = run(*build_args(world, index, "--force"))
     assert result.exit_code == 0, result.output
@@ -230,10 +218,10 @@ def test_query_on_a_damaged_index_is_one_line_and_sums_cannot_be_dropped(world, 
     index = copy_index(world, tmp_path / "index")
     version = current(index).folder
     flip(version / "index.faiss", at=0.9)
-    refused(run("query", world.image, "--index", index, "--no-edit", "--device", "cpu"),
-            "index.faiss", "damaged")
+    assert_refused(run("query", world.image, "--index", index, "--no-edit", "--device", "cpu"),
+            "index.faiss", "damaged", alone=True)
     (version / SUMS).unlink()
-    refused(run("index", "info", index), "SHA256SUMS", "missing")
+    assert_refused(run("index", "info", index), "SHA256SUMS", "missing", alone=True)
 
 
 # ---------------------------------------------------------------- inconsistent index.json (row 11)
@@ -264,13 +252,14 @@ def test_an_inconsistent_index_json_is_one_line(world, tmp_path, change, needle)
     with pytest.raises(UserError) as err:
         Searcher(index, use_gpu=False)
     assert "\n" not in str(err.value) and needle in str(err.value), str(err.value)
-    refused(run("query", world.image, "--index", index, "--no-edit", "--device", "cpu"), needle)
+    assert_refused(run("query", world.image, "--index", index, "--no-edit", "--device", "cpu"), needle,
+                   alone=True)
 
 
 def test_a_bad_version_pointer_and_a_damaged_labels_header_are_one_line(world, tmp_path):
     index = copy_index(world, tmp_path / "index")
     (index / INFO).write_text(json.dumps({**current(index).info, "version": 7}))
-    refused(run("index", "info", index), "versions/7", "no such folder")
+    assert_refused(run("index", "info", index), "versions/7", "no such folder", alone=True)
     flat = flatten(copy_index(world, tmp_path / "flat"))  # no sums: the reader itself must cope
     labels = flat / "labels.npy"
     labels.write_bytes(labels.read_bytes()[:10] + b"{'descr': '<i8', 'shape': (" + b"\x00" * 40)

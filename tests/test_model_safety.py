@@ -21,12 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from builders import make_catalog, make_classifier
+from builders import assert_refused, make_catalog, make_classifier, run
 from amgan_search import checkpoint as ckpt
 from amgan_search import registry
-from amgan_search.cli.main import cli
 from amgan_search.errors import UserError
 from amgan_search.integrity import SUMS
 from amgan_search.io import read_json, write_json, writer_lock
@@ -39,17 +37,7 @@ TINY = ["--size", "32", "--batch-size", "4", "--n-critic", "2", "--g-conv-dim", 
 LEFTOVER = re.compile(r"^\..+\.\d+\.(?:.*\.tmp|old)$")
 
 
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
-
-def assert_one_line(result, *needles):
-    """Exit 2, one error line (ours or click's usage error), no traceback, the needles in it."""
-    assert result.exit_code == 2, result.output
-    errors = [ln for ln in result.output.splitlines() if ln.startswith(("error:", "Error:"))]
-    assert len(errors) == 1 and "Traceback" not in result.output, result.output
-    for needle in needles:
-        assert needle in errors[0], errors[0]
 
 
 def train_args(world, out, *extra):
@@ -97,8 +85,8 @@ def copy_run(world, tmp_path) -> Path:
 def test_export_into_the_run_or_its_parent_is_refused_and_the_run_still_resumes(world, tmp_path):
     run_dir = copy_run(world, tmp_path)
     before = files_of(run_dir)
-    assert_one_line(run("train", "export", run_dir, "--out", run_dir), "holds the input")
-    assert_one_line(run("train", "export", run_dir, "--out", tmp_path), "holds the input")
+    assert_refused(run("train", "export", run_dir, "--out", run_dir), "holds the input")
+    assert_refused(run("train", "export", run_dir, "--out", tmp_path), "holds the input")
     assert files_of(run_dir) == before
     resumed = run(*train_args(world, run_dir, "--iters", "6", "--ckpt-every", "2", "--resume"))
     assert resumed.exit_code == 0, resumed.output
@@ -110,7 +98,7 @@ def test_export_replaces_a_model_folder_only_with_force_and_keeps_its_card(world
     assert run("train", "export", world["run"], "--out", out).exit_code == 0
     assert kind_of(out) == "model" and (out / MARKER).is_file() and (out / SUMS).is_file()
     (out / "MODEL_CARD.md").write_text("how it was made\n")
-    assert_one_line(run("train", "export", world["run"], "--out", out), "--force")
+    assert_refused(run("train", "export", world["run"], "--out", out), "--force")
     replaced = run("train", "export", world["run"], "--out", out, "--step", "2", "--force")
     assert replaced.exit_code == 0, replaced.output
     assert read_json(out / "config.json")["iterations"] == 2
@@ -121,10 +109,10 @@ def test_export_replaces_a_model_folder_only_with_force_and_keeps_its_card(world
 def test_export_into_a_folder_of_other_files_is_refused(world, tmp_path):
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "notes.txt").write_text("x")
-    assert_one_line(run("train", "export", world["run"], "--out", tmp_path / "p"),
+    assert_refused(run("train", "export", world["run"], "--out", tmp_path / "p"),
                     "files this tool did not write")
     assert (tmp_path / "p" / "notes.txt").read_text() == "x"
-    assert_one_line(run("train", "export", world["run"], "--out", world["root"] / "run" / ".."),
+    assert_refused(run("train", "export", world["run"], "--out", world["root"] / "run" / ".."),
                     "holds the input")
 
 
@@ -136,22 +124,22 @@ def test_training_into_an_existing_run_without_resume_is_refused_and_changes_not
     run_dir = copy_run(world, tmp_path)
     before = files_of(run_dir)
     result = run(*train_args(world, run_dir, "--iters", "2", "--ckpt-every", "1"))
-    assert_one_line(result, str(run_dir), "holds a training run already", "--resume")
+    assert_refused(result, str(run_dir), "holds a training run already", "--resume")
     classifier = run("train", "classifier", "--db", world["db"], "--out", run_dir, "--size", "32",
                      "--device", "cpu", "--workers", "0", "--quiet")
-    assert_one_line(classifier, "holds a training run already", "--resume")
+    assert_refused(classifier, "holds a training run already", "--resume")
     assert files_of(run_dir) == before
 
 
 def test_a_fresh_run_takes_only_a_new_or_empty_folder(world, tmp_path, monkeypatch):
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "notes.txt").write_text("x")
-    assert_one_line(run(*train_args(world, tmp_path / "p", "--iters", "1")),
+    assert_refused(run(*train_args(world, tmp_path / "p", "--iters", "1")),
                     "files this tool did not write")
-    assert_one_line(run(*train_args(world, world["gan"], "--iters", "1")), "holds a model")
-    assert_one_line(run(*train_args(world, world["root"], "--iters", "1")), "holds the input")
+    assert_refused(run(*train_args(world, world["gan"], "--iters", "1")), "holds a model")
+    assert_refused(run(*train_args(world, world["root"], "--iters", "1")), "holds the input")
     monkeypatch.chdir(tmp_path / "p")
-    assert_one_line(run(*train_args(world, ".", "--iters", "1")), "current folder")
+    assert_refused(run(*train_args(world, ".", "--iters", "1")), "current folder")
     assert os.listdir(tmp_path / "p") == ["notes.txt"]
 
 
@@ -170,7 +158,7 @@ def test_a_second_training_of_one_run_fails_at_once(world, tmp_path):
     with writer_lock(run_dir):  # the first training, still writing
         started = time.monotonic()
         result = run(*train_args(world, run_dir, "--iters", "6", "--ckpt-every", "2", "--resume"))
-        assert_one_line(result, "another command is writing it")
+        assert_refused(result, "another command is writing it")
         assert time.monotonic() - started < 30  # no waiting for the first to finish
     assert ckpt.latest_checkpoint(run_dir).name == "step-0000004"
 
@@ -202,14 +190,14 @@ def test_random_bytes_over_the_generator_are_refused_not_an_all_black_edit(world
     data[start:start + len(data) // 3] = np.random.default_rng(0).bytes(len(data) // 3)
     weights.write_bytes(bytes(data))
     result = run("edit", _image(world), "--color", "red", "--model", gan, "--out", tmp_path / "o")
-    assert_one_line(result, str(weights), "damaged")
+    assert_refused(result, str(weights), "damaged")
     assert not (tmp_path / "o").exists()
 
 
 def test_sixteen_flipped_bytes_in_a_classifier_are_refused_not_a_wrong_class(world, tmp_path):
     cam = Path(shutil.copytree(world["cam"], tmp_path / "cam"))
     damage(cam / ckpt.WEIGHTS)
-    assert_one_line(run("classify", _image(world), "--classifier", cam),
+    assert_refused(run("classify", _image(world), "--classifier", cam),
                     str(cam / ckpt.WEIGHTS), "damaged")
 
 
@@ -224,7 +212,7 @@ def test_edit_notices_a_damaged_classifier_through_the_sha256_its_config_records
     damage(cam / ckpt.WEIGHTS)
     (cam / SUMS).unlink()  # a classifier folder without digests of its own: the record catches it
     result = run("edit", _image(world), "--color", "red", "--model", gan, "--out", tmp_path / "o")
-    assert_one_line(result, str(gan / "config.json"), str(cam / ckpt.WEIGHTS))
+    assert_refused(result, str(gan / "config.json"), str(cam / ckpt.WEIGHTS))
     # another classifier in its place is refused the same way
     make_classifier(cam, seed=3)
     with pytest.raises(UserError, match="another classifier"):
@@ -238,7 +226,7 @@ def test_damaged_checkpoints_are_refused_and_resume_says_which_file(world, tmp_p
     with pytest.raises(UserError, match="state.pt: damaged"):
         ckpt.load_checkpoint(latest)
     result = run(*train_args(world, run_dir, "--iters", "6", "--ckpt-every", "2", "--resume"))
-    assert_one_line(result, str(latest / ckpt.STATE), "damaged")
+    assert_refused(result, str(latest / ckpt.STATE), "damaged")
 
 
 def test_folders_written_before_digests_still_load_and_the_checksum_command_records_them(
@@ -247,21 +235,21 @@ def test_folders_written_before_digests_still_load_and_the_checksum_command_reco
     (gan / SUMS).unlink()
     (gan / MARKER).unlink()
     registry.load_model(gan, "editor", device="cpu")  # unchecked, as before
-    assert_one_line(run("model", "checksum", gan, "--check"), "SHA256SUMS: missing")
+    assert_refused(run("model", "checksum", gan, "--check"), "SHA256SUMS: missing")
     result = run("model", "checksum", gan)
     assert result.exit_code == 0 and "SHA256SUMS written" in result.output, result.output
     assert kind_of(gan) == "model" and (gan / MARKER).is_file()
     assert run("model", "checksum", gan, "--check").output.strip().endswith("verified")
     damage(gan / ckpt.WEIGHTS)
-    assert_one_line(run("model", "checksum", gan, "--check"), "model.safetensors", "damaged")
-    assert_one_line(run("model", "checksum", gan), "damaged")  # never records damage as good
+    assert_refused(run("model", "checksum", gan, "--check"), "model.safetensors", "damaged")
+    assert_refused(run("model", "checksum", gan), "damaged")  # never records damage as good
 
 
 def test_the_checksum_command_records_nothing_for_weights_that_do_not_load(world, tmp_path):
     cam = Path(shutil.copytree(world["cam"], tmp_path / "cam"))
     (cam / SUMS).unlink()
     (cam / ckpt.WEIGHTS).write_bytes((cam / ckpt.WEIGHTS).read_bytes()[:1000])
-    assert_one_line(run("model", "checksum", cam), "corrupt")
+    assert_refused(run("model", "checksum", cam), "corrupt")
     assert not (cam / SUMS).exists()
 
 
@@ -316,14 +304,14 @@ def test_bad_amgan_config_values_are_one_line_naming_file_and_field(world, tmp_p
 def test_bad_classifier_config_values_are_one_line_naming_file_and_field(world, tmp_path, key,
                                                                          value):
     cam = _with(world["cam"], tmp_path, key, value)
-    assert_one_line(run("classify", _image(world), "--classifier", cam),
+    assert_refused(run("classify", _image(world), "--classifier", cam),
                     str(cam / "config.json"), key)
 
 
 def test_edit_with_a_bad_model_config_is_one_line(world, tmp_path):
     gan = _with(world["gan"], tmp_path, "size", -5)
     result = run("edit", _image(world), "--color", "red", "--model", gan, "--out", tmp_path / "o")
-    assert_one_line(result, str(gan / "config.json"), "'size'")
+    assert_refused(result, str(gan / "config.json"), "'size'")
 
 
 # -- row 14: numeric flags, at the command line and in the configurations ------------------------
@@ -338,14 +326,14 @@ AMGAN_FLAGS = [("--lr", "-1"), ("--lr", "0"), ("--lr", "nan"), ("--iters", "0"),
 @pytest.mark.parametrize("flag,value", AMGAN_FLAGS)
 def test_out_of_range_training_flags_are_one_line(world, tmp_path, flag, value):
     result = run("train", "amgan", "--db", world["db"], "--out", tmp_path / "r", flag, value)
-    assert_one_line(result, flag.lstrip("-").replace("-", "_") if value == "nan" else flag)
+    assert_refused(result, flag.lstrip("-").replace("-", "_") if value == "nan" else flag)
     assert not (tmp_path / "r").exists()
 
 
 def test_an_unknown_augmentation_policy_is_one_line(world, tmp_path):
     result = run("train", "amgan", "--db", world["db"], "--out", tmp_path / "r",
                  "--diff-augment", "translation,color")
-    assert_one_line(result, "diff_augment policy 'color'")
+    assert_refused(result, "diff_augment policy 'color'")
     assert not (tmp_path / "r").exists()
 
 
@@ -354,11 +342,11 @@ def test_an_unknown_augmentation_policy_is_one_line(world, tmp_path):
                                         ("--batch-size", "0"), ("--weight-decay", "-0.1")])
 def test_out_of_range_classifier_flags_are_one_line(world, tmp_path, flag, value):
     result = run("train", "classifier", "--db", world["db"], "--out", tmp_path / "r", flag, value)
-    assert_one_line(result, flag)
+    assert_refused(result, flag)
 
 
 def test_export_step_must_not_be_negative(world, tmp_path):
-    assert_one_line(run("train", "export", world["run"], "--out", tmp_path / "m", "--step", "-1"),
+    assert_refused(run("train", "export", world["run"], "--out", tmp_path / "m", "--step", "-1"),
                     "--step")
 
 
@@ -391,9 +379,9 @@ def test_unknown_or_missing_devices_are_one_line(world, tmp_path, device):
     if device.startswith("cuda") and torch.cuda.device_count() > 7:
         pytest.skip("this machine has that GPU")
     # the last --device given is the one click takes
-    assert_one_line(run(*train_args(world, tmp_path / "r", "--iters", "1", "--device", device)),
+    assert_refused(run(*train_args(world, tmp_path / "r", "--iters", "1", "--device", device)),
                     device)
-    assert_one_line(run("train", "classifier", "--db", world["db"], "--out", tmp_path / "c",
+    assert_refused(run("train", "classifier", "--db", world["db"], "--out", tmp_path / "c",
                         "--device", device), device)
     with pytest.raises(UserError, match=re.escape(repr(device))):
         registry.load_model(world["cam"], "classifier", device=device)

@@ -15,18 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from amgan_search.cli.main import cli
 from amgan_search.errors import UserError
-from builders import assert_refused
+from builders import assert_refused, run
 
 LINUX_PROC = sys.platform.startswith("linux") and Path("/proc/self").exists()
 
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 def within(seconds: float, fn, *args):

@@ -7,26 +7,14 @@ import gzip
 import json
 import re
 import struct
-import subprocess
 from pathlib import Path
 
-import pytest
+from builders import ROOT, tracked
 
-ROOT = Path(__file__).resolve().parents[1]
 DOCS_LIMIT = 15 * 2**20
 # A record file longer than this is kept gzip-compressed (NAME.jsonl.gz, `io.packed`); the rows
 # files the experiments append to, one line a run, stay plain and short.
 PLAIN_RECORD_LINES = 500
-
-
-def tracked(*patterns: str) -> list[Path]:
-    """The files git tracks (as they are in the working tree) under ROOT."""
-    try:
-        out = subprocess.run(["git", "ls-files", "-z", "--", *patterns], cwd=ROOT, check=True,
-                             capture_output=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip("not a git checkout")
-    return [ROOT / name for name in out.decode().split("\0") if name and (ROOT / name).is_file()]
 
 
 def test_docs_stay_under_15_mb_in_the_tree():

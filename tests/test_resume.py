@@ -10,20 +10,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from amgan_search import checkpoint as ckpt
-from amgan_search.cli.main import cli
 from amgan_search.errors import UserError
-from builders import assert_refused, make_catalog, make_classifier
+from builders import assert_refused, make_catalog, make_classifier, run
 
 TINY = ["--size", "32", "--batch-size", "4", "--n-critic", "2", "--g-conv-dim", "8",
         "--g-repeat-num", "1", "--d-conv-dim", "8", "--d-repeat-num", "3", "--sample-every", "1000",
         "--log-every", "1", "--workers", "0", "--threads", "1", "--device", "cpu", "--no-bf16"]
 
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")

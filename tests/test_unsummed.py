@@ -13,20 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
 from amgan_search import checkpoint as ckpt
 from amgan_search import registry
-from amgan_search.cli.main import cli
 from amgan_search.errors import UserError
 from amgan_search.integrity import SUMS
 from amgan_search.outputs import MARKER
-from builders import assert_refused, make_classifier
+from builders import assert_refused, make_classifier, run
 
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 def flip_weights(path: Path, n: int = 2000, seed: int = 0) -> None:
