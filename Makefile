@@ -11,8 +11,13 @@ FAISS ?= cpu
 demo: .venv/.installed
 	.venv/bin/amgan-search demo
 
+# What CI runs: every test, the 25 slowest named at the end.
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
+
+# While working: the tests not marked slow (see pytest's markers in pyproject.toml); lint apart.
+test-fast: .venv/.installed
+	$(PY) -m pytest -q -m "not slow"
 
 # ruff (its rules in pyproject.toml), then the layering of DESIGN.md (import-linter contracts in
 # pyproject.toml). index/ and cli/ become amgan_search.index and amgan_search.cli only when
@@ -26,4 +31,4 @@ lint: .venv/.installed
 bench: .venv/.installed
 	$(PY) -m perf.run
 
-.PHONY: demo test lint bench
+.PHONY: demo test test-fast lint bench

@@ -44,6 +44,7 @@ def _odd_images(folder: Path) -> dict[str, Path]:
     return files
 
 
+@pytest.mark.slow
 def test_odd_but_valid_images_are_classified_and_searched(world, tmp_path):
     files = _odd_images(tmp_path)
     result = run("classify", *files.values(), "--classifier", world["cam"], "--json")
@@ -84,6 +85,7 @@ def _bad_images(folder: Path) -> dict[str, Path]:
     return files
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["zero", "text", "truncated", "bomb", "directory"])
 def test_broken_images_are_refused_by_every_command(world, tmp_path, kind):
     path = _bad_images(tmp_path)[kind]

@@ -97,6 +97,7 @@ def harder_run(hard, tmp_path_factory):
 
 # -- the runner ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_queries_change_only_the_edit_attributes_and_keep_the_other_two(hard, harder_run):
     from amgan_search.index.search import Searcher
 
@@ -117,6 +118,7 @@ def test_queries_change_only_the_edit_attributes_and_keep_the_other_two(hard, ha
     assert harder_run["summary"]["protocol"]["edit_attributes"] == ["color", "sleeve"]
 
 
+@pytest.mark.slow
 def test_records_hold_each_graders_reading_by_name(harder_run):
     for r in harder_run["records"]:
         values = HARD.attribute(r["attribute"]).values
@@ -125,6 +127,7 @@ def test_records_hold_each_graders_reading_by_name(harder_run):
         assert set(r["truth"]) == {"color", "sleeve"}  # a synthetic catalog: the truth grader too
 
 
+@pytest.mark.slow
 def test_classification_per_grader_is_the_share_of_readings_that_name_the_target(harder_run):
     for method in ("real", "gan"):
         mine = [r for r in harder_run["records"] if r["method"] == method]
@@ -174,6 +177,7 @@ def _four_attribute_csv_catalog(root, n=48, size=32):
     return root / "four.db"
 
 
+@pytest.mark.slow
 def test_a_hit_has_all_four_attributes_of_the_target(tmp_path):
     """builders' two-attribute generator on a four-attribute index: top-k recomputed from the
     index's labels, a result a hit only when it matches all four columns of the target."""
@@ -210,6 +214,7 @@ def test_a_hit_has_all_four_attributes_of_the_target(tmp_path):
     assert loose > 0  # some results had the right color and sleeve and were no hit
 
 
+@pytest.mark.slow
 def test_summary_markdown_has_a_row_per_grader_and_the_truth(harder_run):
     md = (harder_run["out"] / "summary.md").read_text()
     assert "| method | grader | color | sleeve | average |" in md
@@ -220,6 +225,7 @@ def test_summary_markdown_has_a_row_per_grader_and_the_truth(harder_run):
     assert "matches per target" in md and "NDCG@5" in md
 
 
+@pytest.mark.slow
 def test_a_grader_that_lacks_an_attribute_reads_null_there(hard, tmp_path):
     """Every attribute edited (real only): the two-attribute grader reads no pattern, neckline."""
     summary = run_benchmark(_config(hard, tmp_path / "b", graders=f"two={hard['two']}", limit=1))
@@ -236,12 +242,14 @@ def test_a_grader_that_lacks_an_attribute_reads_null_there(hard, tmp_path):
 
 # -- refusals --------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_unknown_edit_attributes_are_refused_listing_the_valid_ones(hard, tmp_path):
     with pytest.raises(UserError, match="unknown attribute to edit 'collar'; the index's: "
                                         "color, sleeve, pattern, neckline"):
         run_benchmark(_config(hard, tmp_path / "b", edit_attributes=["color", "collar"]))
 
 
+@pytest.mark.slow
 def test_a_method_that_cannot_edit_an_edit_attribute_is_refused_before_anything_runs(hard, tmp_path):
     out = tmp_path / "b"
     with pytest.raises(UserError, match="method 'gan' cannot edit pattern, neckline"):
@@ -249,6 +257,7 @@ def test_a_method_that_cannot_edit_an_edit_attribute_is_refused_before_anything_
     assert not (out / "run.json").exists() and not (out / "queries.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_a_model_whose_values_differ_from_the_index_is_refused_in_one_line(hard, tmp_path):
     with pytest.raises(UserError, match=r"other: the model's color values \(red, green, blue\) "
                                         r"differ from the index's") as err:
@@ -257,6 +266,7 @@ def test_a_model_whose_values_differ_from_the_index_is_refused_in_one_line(hard,
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_a_rerun_with_other_edit_attributes_or_graders_is_refused(hard, harder_run, tmp_path):
     import shutil
 
@@ -382,6 +392,7 @@ def _invoke(world, out, *args):
     return CliRunner().invoke(cli, base + [str(a) for a in args])
 
 
+@pytest.mark.slow
 def test_the_command_takes_graders_and_edit_attributes(world, tmp_path):
     result = _invoke(world, tmp_path / "b", "--graders", f"judge={world['eval']},none",
                      "--edit-attributes", "sleeve")
@@ -395,6 +406,7 @@ def test_the_command_takes_graders_and_edit_attributes(world, tmp_path):
     assert "--eval-classifier" not in help_text  # the deprecated alias is hidden
 
 
+@pytest.mark.slow
 def test_the_old_eval_classifier_option_names_one_grader_eval(world, tmp_path):
     from builders import assert_refused
 

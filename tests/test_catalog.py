@@ -314,6 +314,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
 REAL_DFS = Path(__file__).resolve().parents[2] / "shared" / "data" / "deepfashion-synthesis"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (REAL_DFS / "ind.mat").is_file(), reason="../shared data absent")
 def test_cli_info_counts_real_labels_without_g2():
     result = run("catalog", "info", "--format", "deepfashion-synthesis", REAL_DFS, "--json")

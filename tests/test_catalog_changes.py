@@ -50,6 +50,7 @@ def copy_world(world, tmp_path) -> dict:
 
 # ---------------------------------------------------------------- row 5: the images rendered again
 
+@pytest.mark.slow
 def test_a_catalog_rendered_again_under_its_index_is_named_stale(tmp_path):
     from amgan_search.catalog import import_catalog
     from amgan_search.index.build import build_index
@@ -125,6 +126,7 @@ def test_a_damaged_db_behind_an_index_is_named_by_query(world, tmp_path):
     assert not (tmp_path / "O" / "contact.png").exists()
 
 
+@pytest.mark.slow
 def test_a_db_damaged_while_serving_is_named_by_the_server_without_its_path(world, tmp_path):
     from amgan_search.index.serve.app import create_app, load_service
 

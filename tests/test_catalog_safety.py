@@ -106,6 +106,7 @@ def test_a_db_path_under_a_file_is_one_line(tmp_path):
     assert (tmp_path / "a.db").read_text() == "a file\n"
 
 
+@pytest.mark.slow
 def test_two_imports_to_one_db_run_in_turn(tmp_path):
     src = write_csv_catalog(tmp_path / "cat")
     db = tmp_path / "c.db"
@@ -338,6 +339,7 @@ def _colour_rows(folder: Path, n: int) -> Path:
                                                   for i in range(n)])
 
 
+@pytest.mark.slow
 def test_a_db_damaged_mid_file_is_one_line_on_every_open(tmp_path):
     src = _colour_rows(tmp_path / "cat", 60)
     good = tmp_path / "good.db"

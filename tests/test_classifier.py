@@ -139,6 +139,7 @@ def test_cam_peaks_where_the_planted_evidence_is():
 
 # -- training -------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cam_of_a_trained_network_finds_the_colored_square(trained):
     out, summary, val = trained
     assert summary["best"]["accuracy"]["color"] >= 0.8
@@ -152,6 +153,7 @@ def test_cam_of_a_trained_network_finds_the_colored_square(trained):
     assert (quadrant == torch.from_numpy(val.corner)).float().mean() >= 0.6
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss(trained):
     out, _, _ = trained
     data = Squares(64, seed=5)
@@ -171,6 +173,7 @@ def test_training_lowers_the_loss(trained):
     assert np.mean(logged[-3:]) < np.mean(logged[:3])
 
 
+@pytest.mark.slow
 def test_model_dir_records_what_the_model_is(trained):
     out, _, _ = trained
     config = json.loads((out / "config.json").read_text())
@@ -190,6 +193,7 @@ def test_class_weights_favour_rare_values_and_average_one():
     assert (w[0][0] * 9 + w[0][1]) / 10 == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
     data, val = Squares(32, seed=1), Squares(16, seed=2)
     kw = dict(train_set=data, val_set=val, schema=SCHEMA)
@@ -207,6 +211,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
         assert torch.allclose(a[name].float(), b[name].float(), atol=1e-5), name
 
 
+@pytest.mark.slow
 def test_resume_to_more_epochs_continues_the_step_count(tmp_path):
     data, val = Squares(32, seed=1), Squares(16, seed=2)
     kw = dict(train_set=data, val_set=val, schema=SCHEMA)
@@ -223,6 +228,7 @@ def test_resume_to_more_epochs_continues_the_step_count(tmp_path):
         train_classifier(tiny_config(tmp_path, epochs=4, arch="resnet34", resume=True), **kw)
 
 
+@pytest.mark.slow
 def test_the_eval_classifier_is_another_model(tmp_path, trained, monkeypatch):
     cam_dir, _, _ = trained
     train_classifier(tiny_config(tmp_path / "eval", role="eval"),
@@ -259,6 +265,7 @@ def test_imagenet_init_loads_the_hub_cache_file_and_skips_fc(tmp_path, monkeypat
     assert all(torch.equal(v, model.heads.state_dict()[k]) for k, v in heads.items())
 
 
+@pytest.mark.slow
 def test_init_from_one_of_our_checkpoints(trained):
     out, _, _ = trained
     model = AttributeClassifier(SCHEMA, size=SIZE, seed=7)
@@ -283,6 +290,7 @@ def test_missing_imagenet_file_is_a_clear_error(tmp_path):
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_classify_json_agrees_with_the_model(tmp_path, trained):
     out, _, _ = trained
     data = Squares(3, seed=9)

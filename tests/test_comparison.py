@@ -323,6 +323,7 @@ def test_the_training_settings_are_the_drivers_and_the_cam_family_trains_against
         assert f"CHUNK:-{compare_models.TRAIN['ckpt_every']}" in text
 
 
+@pytest.mark.slow
 def test_the_whole_command_on_exported_models_with_the_evaluations_stubbed(tmp_path, monkeypatch):
     """Everything but the benchmark's and the edits' own work (other modules, tested there)."""
     import pandas as pd

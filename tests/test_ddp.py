@@ -35,6 +35,7 @@ def _worker(rank: int, world: int, root: str, port: int, method: str) -> None:
         ckpt.save_weights(Path(root) / f"rank{rank}.safetensors", run.trainer.tensors())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["amgan", "sagan"])
 def test_two_gloo_ranks_end_with_identical_weights(tmp_path, method):
     mp.spawn(_worker, args=(2, str(tmp_path), _free_port(), method), nprocs=2, join=True)

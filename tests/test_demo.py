@@ -2,11 +2,13 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from amgan_search.cli.main import cli
 
 
+@pytest.mark.slow
 def test_demo_writes_a_report_and_reuses_what_exists(tmp_path, monkeypatch):
     monkeypatch.setenv("AMGAN_SEARCH_HOME", str(tmp_path / "home"))
     out = tmp_path / "out"

@@ -203,6 +203,7 @@ def _run(*args):
     return run("evaluate-edits", *args)
 
 
+@pytest.mark.slow
 def test_command_writes_records_and_prints_the_summary_without_them(tiny, tmp_path):
     records = tmp_path / "edits.jsonl"
     base = ("--model", tiny["gan"], "--graders", f"mine={tiny['cam']},other={tiny['cam']}",

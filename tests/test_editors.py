@@ -290,6 +290,7 @@ def test_edit_quality_of_the_true_render_is_perfect_and_of_no_edit_is_nil():
     assert nothing["truth_accuracy"] == 0.0
 
 
+@pytest.mark.slow
 def test_evaluate_edits_command_on_a_tiny_synthetic_model(tmp_path):
     from amgan_search.cli.evaluate import evaluate_edits
     from amgan_search.nets.classifier import AttributeClassifier

@@ -162,6 +162,7 @@ def _run(bench, out, methods):
         batch_size=4, device="cpu", progress=False))
 
 
+@pytest.mark.slow
 def test_benchmark_writes_four_outputs_and_resumes(bench, tmp_path):
     from amgan_search.index.search import Searcher
 
@@ -373,6 +374,7 @@ def test_oracle_needs_a_synthetic_catalog(bench, tmp_path):
         _run(bench, tmp_path / "o", "oracle")
 
 
+@pytest.mark.slow
 def test_oracle_edits_are_the_true_renders(tmp_path):
     """On a synthetic catalog the oracle query is the scene re-rendered with the target value."""
 

@@ -64,6 +64,7 @@ def test_truncated_png_and_directory_and_missing(tmp_path):
             load_image(path)
 
 
+@pytest.mark.slow
 def test_decompression_bomb_is_refused_before_decoding(tmp_path):
     # A PNG header that claims 50,000 x 50,000 pixels.
     Image.MAX_IMAGE_PIXELS, before = None, Image.MAX_IMAGE_PIXELS

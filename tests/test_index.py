@@ -154,6 +154,7 @@ def test_shard_bounds_cover_rows_in_order():
         assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
 
 
+@pytest.mark.slow
 def test_torchrun_two_gloo_ranks_build_the_same_index(tmp_path):
     """Each rank embeds half the catalog and fills a copy of one trained IVF; rank 0 merges."""
     db = make_catalog(tmp_path, n=80)

@@ -1,10 +1,13 @@
-"""The benchmark suite runs end to end in its tiny mode, so the scripts cannot rot."""
+"""The performance benchmarks (perf/) run end to end in their tiny mode, so the scripts cannot rot."""
 
 import math
+
+import pytest
 
 from perf.run import SUITE, format_table, main
 
 
+@pytest.mark.slow
 def test_every_benchmark_runs_tiny_and_reports_ratios_against_a_same_run_baseline(capsys, tmp_path):
     import json
 

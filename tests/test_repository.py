@@ -9,6 +9,8 @@ import re
 import struct
 from pathlib import Path
 
+import pytest
+
 from builders import ROOT, tracked
 
 DOCS_LIMIT = 15 * 2**20
@@ -46,6 +48,7 @@ def _text_of(path: Path) -> bytes:
     return data
 
 
+@pytest.mark.slow
 def test_no_machine_path_in_any_tracked_file_outside_the_tests():
     """Shipped models' config.json, results' run.json, summary.json, compare.json and records keep
     paths as the user gave them (relative to where the command ran), never a machine's folders."""

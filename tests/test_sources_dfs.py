@@ -28,6 +28,7 @@ N_DFS = 78_979
 # ---------------------------------------------------------------------------------------------
 
 @needs_real
+@pytest.mark.slow
 def test_real_labels_counts_names_and_split():
     source = read_deepfashion_synthesis(REAL_DFS, require_images=False)
     records = source.records
@@ -211,6 +212,7 @@ def test_bad_label_files_are_refused(tmp_path):
 
 
 @needs_real
+@pytest.mark.slow
 def test_full_import_with_real_labels_and_a_sparse_g2(tmp_path):
     """All 78,979 rows, with the real .mat files; G2.h5 is chunked so only written rows take space."""
     folder = tmp_path / "dfs"

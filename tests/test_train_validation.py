@@ -59,6 +59,7 @@ def _validations(run):
             if r.get("event") == "validation"]
 
 
+@pytest.mark.slow
 def test_a_validating_run_logs_every_checkpoint_keeps_the_best_and_trains_the_same(tmp_path):
     run = _train(tmp_path / "a", val_scenes=2)
     records = _validations(run)
