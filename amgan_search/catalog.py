@@ -362,7 +362,7 @@ class Catalog:
         return self._root_resolved
 
     def resolve(self, path: str) -> Path:
-        """An item path made absolute (`ROOT/G2.h5#i` for `G2.h5#i`, ROOT absolute); a path whose file lies
+        """An item path made absolute (`/data/G2.h5#i` for `G2.h5#i`); a path whose file lies
         outside the root (`..`, absolute, a symlink out) is a UserError, so no read leaves it."""
         file = resolve_inside(self._root(), image_file(path), str(self.path))
         return Path(f"{file}{path[len(image_file(path)):]}")  # the `#i` of an HDF5 row kept

@@ -1,4 +1,5 @@
-"""`amgan-search compare`: the paper's whole comparison as one command (index/evaluate/compare/run.py)."""
+"""`amgan-search compare`: the paper's whole comparison as one command
+(index/evaluate/compare/run.py)."""
 
 from __future__ import annotations
 

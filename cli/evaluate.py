@@ -197,8 +197,8 @@ def benchmark(db, index_dir, methods, ks, out, limit, sample, sample_seed, galle
     """The paper's metrics: accuracy of the edits per grader, top-k retrieval accuracy, NDCG@k
     and MRR per method. A model of fewer attributes than the index edits those it has. The
     protocol's choices and the graders are recorded in run.json; a rerun resumes only the same."""
-    from amgan_search.index.evaluate.benchmark import (QUERIES, RUN_JSON, BenchmarkConfig, grader_sources,
-                                              run_benchmark)
+    from amgan_search.index.evaluate.benchmark import (QUERIES, RUN_JSON, BenchmarkConfig,
+                                                       grader_sources, run_benchmark)
     from amgan_search.index.evaluate.methods import parse_methods
     from amgan_search.index.evaluate.report import (SUMMARY_JSON, SUMMARY_MD, TOPK_PNG,
                                                     summary_markdown)

@@ -158,8 +158,8 @@ class Retriever:
         if result.mask is not None:
             save_image(out / "mask.png", result.mask, made_by="query")
         thumbs = [(self.read_result_image(r.path) if r.path else None,
-                   f"#{r.rank} {r.id} {r.score:.3f}\n" + " ".join(str(v) for v in r.attributes.values()))
-                  for r in result.results]
+                   f"#{r.rank} {r.id} {r.score:.3f}\n"
+                   + " ".join(str(v) for v in r.attributes.values())) for r in result.results]
         sheet = contact_sheet(result.image, result.edited, result.mask, thumbs, result.targets)
         save_image(out / "contact.png", sheet, made_by="query")
         return edited_path

@@ -17,9 +17,11 @@ class Health(BaseModel):
 
 
 class SchemaAnswer(BaseModel):
-    attributes: dict[str, list[str]] = Field(description="each attribute's values, in the index's order")
+    attributes: dict[str, list[str]] = Field(
+        description="each attribute's values, in the index's order")
     regions: list[str] = Field(description="named regions an edit can be confined to (only_region)")
-    filters: dict[str, list[str]] = Field(description="metadata fields `where` takes, with their values")
+    filters: dict[str, list[str]] = Field(
+        description="metadata fields `where` takes, with their values")
     k_max: int = Field(description="the most results one query returns")
 
 

@@ -8,7 +8,8 @@
 3. each run's checkpoint at `step` (`--checkpoint best`: the one the truth's validation scores
    best up to it) exported to `RUNS/models/<method>-<iteration>` (runs keep only their last
    checkpoints, so an exported model is what keeps an iteration evaluable);
-4. the benchmark (`evaluate.benchmark`, resumable) of real, every method and oracle into OUT/benchmark;
+4. the benchmark (`evaluate.benchmark`, resumable) of real, every method and oracle into
+   OUT/benchmark;
 5. each generator's edits against the renderer's truth into OUT/edits/<method>.jsonl (kept when
    its OUT/edits/<method>.json says the same settings);
 6. the report (`compare.table`): OUT/comparison.json, .md and .png.
