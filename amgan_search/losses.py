@@ -1,7 +1,11 @@
-"""AMGAN's losses (paper, Sec. 3), as pure functions of tensors.
+"""AMGAN's losses (paper, Sec. 3) and the disentangled embedding's (ADDE), as pure functions of
+tensors.
 
 D: L_adv (WGAN-GP) + lambda_cls L_cls on real images.
 G: L_adv + lambda_cls L_cls + lambda_cyc L_cyc + lambda_a L_a + lambda_p L_p.
+ADDE (`nets.adde`): per-chunk classification (`classification_loss`), label triplets per chunk and
+on the whole embedding and the manipulation triplet (`triplet_loss`), the memory's consistency
+with the encoder (`memory_consistency`) and its block-diagonal L1 (`off_block_l1`).
 """
 
 from __future__ import annotations
@@ -118,3 +122,29 @@ def perceptual_loss(feats_fake: torch.Tensor, feats_ref: torch.Tensor, pooled_fa
         return per_sample.mean()
     mask = mask.to(per_sample.dtype)
     return (per_sample * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+# -- ADDE ------------------------------------------------------------------------------------------
+
+def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
+                 margin: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """mean(max(0, |a - p| - |a - n| + margin)) over the rows `mask` keeps (an empty mask: 0).
+
+    Euclidean distances; on unit or fixed-norm embeddings they order pairs as the cosine does.
+    """
+    per_row = F.relu((anchor - positive).norm(dim=1) - (anchor - negative).norm(dim=1) + margin)
+    if mask is None:
+        return per_row.mean()
+    mask = mask.to(per_row.dtype)
+    return (per_row * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def memory_consistency(chunk: torch.Tensor, prototype: torch.Tensor) -> torch.Tensor:
+    """The memory kept where the encoder puts the images of each value: mean squared distance of
+    an image's chunk to its value's prototype (the prototype's part in that chunk)."""
+    return ((chunk - prototype) ** 2).sum(dim=1).mean()
+
+
+def off_block_l1(memory: torch.Tensor, off_block: torch.Tensor) -> torch.Tensor:
+    """Mean absolute value of the memory's entries outside each prototype's own chunk."""
+    return memory[off_block].abs().mean() if off_block.any() else memory.new_zeros(())

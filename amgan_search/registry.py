@@ -7,8 +7,8 @@ SHA256SUMS, checks its config.json field by field, builds the network the config
 refuses weights that do not fit it.
 
 Names: a str naming a shipped model of the kind ("cam" / "eval" for classifiers, "amgan" /
-"stargan" for editors) means that model unless a directory of that name exists here; a Path, or
-any other str, is a model directory.
+"stargan" for editors, "adde" for the disentangled embedding) means that model unless a directory
+of that name exists here; a Path, or any other str, is a model directory.
 """
 
 from __future__ import annotations
@@ -31,12 +31,14 @@ SHIPPED = {
     "classifier-eval": "the separate evaluation classifier that grades edits",
     "amgan": "AMGAN trained on the synthetic catalog",
     "stargan": "the StarGAN baseline, same budget",
+    "adde": "the disentangled attribute embedding with its attribute memory (ADDE)",
 }
-KINDS = ("classifier", "editor")
+KINDS = ("classifier", "editor", "encoder")
 # Short names per kind -> the shipped model they mean; None is the kind's default.
 _NAMES = {
     "classifier": {None: "classifier-cam", "cam": "classifier-cam", "eval": "classifier-eval"},
     "editor": {None: "amgan", "amgan": "amgan", "stargan": "stargan"},
+    "encoder": {None: "adde", "adde": "adde"},
 }
 # Image sides a model may declare: below 16 px a ResNet or G has nothing left to see; above
 # 2048 px one image no longer fits the memory these networks are sized for.
@@ -85,19 +87,23 @@ def load_model(name_or_dir: str | Path | None, kind: str, device: str | None = N
     the CPU). kind "editor": the GAN editor, `editors.Manipulator` (None: the shipped AMGAN;
     device None: cuda when torch sees it), with the classifier that reads its queries: the one its
     config records when that directory exists here, else the shipped classifier-cam, each checked
-    against the sha256 the config records, unless `classifier` gives one.
+    against the sha256 the config records, unless `classifier` gives one. kind "encoder": the
+    disentangled embedding, `nets.adde.DisentangledEncoder` (None: the shipped one; device None:
+    the CPU), on the trunk its config records, found and checked the same way.
     """
     from amgan_search.device import pick_device
 
     path = model_dir(name_or_dir, kind)
     if kind == "classifier":
         return _load_classifier(path, "cpu" if device is None else pick_device(device))
+    if kind == "encoder":
+        return _load_encoder(path, "cpu" if device is None else pick_device(device))
     return _load_editor(path, pick_device(device), classifier)
 
 
 # -- config.json, field by field ----------------------------------------------------------------
 
-_CONFIG_KIND = {"classifier": "classifier", "editor": "amgan"}
+_CONFIG_KIND = {"classifier": "classifier", "editor": "amgan", "encoder": "adde"}
 
 
 def check_config(config, kind: str, where: Path) -> None:
@@ -116,6 +122,14 @@ def check_config(config, kind: str, where: Path) -> None:
         _choice(config, "arch", where, ARCHS)
         _choice(config, "output_stride", where, OUTPUT_STRIDES)
         _choice(config, "role", where, ROLES)
+        return
+    if kind == "adde":
+        from amgan_search.nets.adde import RESTS
+
+        _whole(config, "chunk_dim", where, 1, 4096)
+        _whole(config, "hidden", where, 1, 65536)
+        _choice(config, "rest", where, RESTS)
+        _classifier_record(config, where, "trunk")
         return
     if config["size"] % 4:
         raise UserError(f"{where}: 'size' must be a multiple of 4 (G's two down-samplings), "
@@ -176,13 +190,13 @@ def _schema(config: dict, where: Path) -> int:
     return sum(len(v) for v in schema.values()) + len(schema)
 
 
-def _classifier_record(config: dict, where: Path) -> None:
-    record = config.get("classifier")
+def _classifier_record(config: dict, where: Path, key: str = "classifier") -> None:
+    record = config.get(key)
     if record is None:
         return
     if not isinstance(record, dict) or not isinstance(record.get("path"), (str, type(None))) \
             or not (record.get("sha256") is None or _SHA256.match(str(record["sha256"]))):
-        raise UserError(f"{where}: 'classifier' must be {{\"path\": ..., \"sha256\": <64 hex "
+        raise UserError(f"{where}: {key!r} must be {{\"path\": ..., \"sha256\": <64 hex "
                         f"digits>}}, not {_show(record)}")
 
 
@@ -238,11 +252,27 @@ def _load_editor(path: Path, device: str, classifier=None):
                        device)
 
 
-def _trained_with(path: Path, config: dict) -> Path:
-    """The folder of the classifier an AMGAN was trained with: the one its config records when it
-    is here, else the shipped classifier-cam; checked against the sha256 the config records, so a
-    damaged or different classifier never reads the queries silently."""
-    record = config.get("classifier") or {}
+def _load_encoder(path: Path, device: str, vouched: bool = False):
+    """The disentangled embedding: its heads and memory on the trunk its config records."""
+    from amgan_search.nets.adde import DisentangledEncoder
+    from amgan_search.schema import Schema
+
+    config, tensors = read_model(path, "adde", vouched)
+    trunk = _load_classifier(_trained_with(path, config, "trunk"), device)
+    encoder = DisentangledEncoder(trunk, Schema.from_dict(config["schema"]), config["chunk_dim"],
+                                  config["hidden"], config["rest"])
+    own = {k: v for k, v in encoder.state_dict().items() if k.startswith("trunk.")}
+    _fill(encoder, {**own, **tensors}, path)
+    encoder.config = config
+    return encoder.to(device)
+
+
+def _trained_with(path: Path, config: dict, key: str = "classifier") -> Path:
+    """The folder of the classifier a model was trained with (an AMGAN's CNN+CAM network, the
+    disentangled embedding's trunk): the one its config records when it is here, else the
+    shipped classifier-cam; checked against the sha256 the config records, so a damaged or
+    different classifier never reads the queries silently."""
+    record = config.get(key) or {}
     recorded = record.get("path")
     here = Path(recorded) if recorded and (Path(recorded) / WEIGHTS).is_file() else None
     folder = model_dir(here, "classifier")
@@ -293,8 +323,11 @@ def checksum_model(path: str | Path, check: bool = False, trust_unsummed: bool =
         _load_classifier(path, "cpu", vouched=True)
     elif kind == "amgan":
         _edit_net(path, vouched=True)
+    elif kind == "adde":
+        _load_encoder(path, "cpu", vouched=True)
     else:
-        raise UserError(f"{path / CONFIG}: 'kind' must be classifier or amgan, not {_show(kind)}")
+        raise UserError(f"{path / CONFIG}: 'kind' must be classifier, amgan or adde, not "
+                        f"{_show(kind)}")
     record_sums(path, MODEL_FILES)
     if not (path / MARKER).exists():
         mark(path, "model")

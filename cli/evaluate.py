@@ -199,7 +199,7 @@ def benchmark(db, index_dir, methods, ks, out, limit, sample, sample_seed, galle
     protocol's choices and the graders are recorded in run.json; a rerun resumes only the same."""
     from amgan_search.index.evaluate.benchmark import (QUERIES, RUN_JSON, BenchmarkConfig,
                                                        grader_sources, run_benchmark)
-    from amgan_search.index.evaluate.methods import parse_methods
+    from amgan_search.index.methods import parse_methods
     from amgan_search.index.evaluate.report import (SUMMARY_JSON, SUMMARY_MD, TOPK_PNG,
                                                     summary_markdown)
     from amgan_search.io import packed

@@ -53,7 +53,8 @@ def cli() -> None:
 
 @cli.group()
 def train() -> None:
-    """Train the CNN+CAM classifier, the evaluation classifier, AMGAN and its baselines."""
+    """Train the CNN+CAM classifier, the evaluation classifier, AMGAN and its baselines, and the
+    disentangled attribute embedding (ADDE)."""
 
 
 def _register() -> None:
@@ -67,6 +68,7 @@ def _register() -> None:
     cli.add_command(catalog.data)
     train.add_command(train_cli.train_classifier, "classifier")
     train.add_command(train_cli.train_amgan, "amgan")
+    train.add_command(train_cli.train_adde, "adde")
     train.add_command(train_cli.export_model, "export")
     train.add_command(train_cli.validation)
     cli.add_command(train_cli.model)

@@ -121,8 +121,12 @@ def server_schema(url: str | None) -> dict | None:
 @click.option("-k", "k", type=click.IntRange(1, 10_000), default=10, show_default=True, help="Results to return.")
 @click.option("--index", "index_dir", type=click.Path(file_okay=False), default=None,
               help="Index folder [default: the demo's, $AMGAN_SEARCH_HOME/index/default].")
+@click.option("--method", default=None, metavar="METHOD",
+              help="How the query is answered: amgan, stargan, adde, hybrid, prototype, real, a "
+                   "model folder (a GAN or an ADDE embedding) or NAME=GAN_DIR+ADDE_DIR "
+                   "[default: amgan].")
 @click.option("--model", type=click.Path(file_okay=False), default=None,
-              help="Manipulator folder (AMGAN or a baseline) [default: the shipped AMGAN].")
+              help="A GAN folder (AMGAN or a baseline) to edit with: the same as --method DIR.")
 @click.option("--set", "set_pairs", multiple=True, metavar="ATTR=VALUE",
               help="Target value for any attribute of the index (also those without their own flag).")
 @click.option("--where", "where_pairs", multiple=True, metavar="KEY=VALUE",
@@ -142,8 +146,8 @@ def server_schema(url: str | None) -> dict | None:
               help="auto: bf16 where the CPU or GPU has it natively, else fp32; fp32: the exact fp32 networks.")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="torch threads [default: OMP_NUM_THREADS if set, else half the cores, at most 4].")
-def query(image, k, index_dir, model, set_pairs, where_pairs, no_edit, only_region, as_json, out,
-          server, device, attr_flags, precision="auto", threads=None) -> None:
+def query(image, k, index_dir, method, model, set_pairs, where_pairs, no_edit, only_region,
+          as_json, out, server, device, attr_flags, precision="auto", threads=None) -> None:
     """Edit IMAGE toward the given attributes (e.g. --color red --sleeve long) and search the catalog."""
     where = parse_pairs(where_pairs, "--where")
     targets = {**attr_flags, **parse_pairs(set_pairs, "--set")}
@@ -160,11 +164,15 @@ def query(image, k, index_dir, model, set_pairs, where_pairs, no_edit, only_regi
         click.echo("no target attribute given: searching with the image as it is", err=True)
     picture = load_image(image)
     set_torch_threads(threads, "query")
-    retriever = Retriever(index_dir, model=model, device=device, precision=precision)
+    if method is not None and model is not None:
+        raise click.UsageError("--method and --model both name the method; give one")
+    retriever = Retriever(index_dir, model=model, device=device, precision=precision,
+                          method=method, progress=not as_json)
     result = retriever.query(picture, targets, k=k, where=where, edit=not no_edit,
                              only_region=only_region)
     edited_path = retriever.save(result, out, inputs=[image]) if out is not None else None
-    _print(result.targets, [hit.as_dict() for hit in result.results], edited_path, as_json)
+    _print(result.targets, [hit.as_dict() for hit in result.results], edited_path, as_json,
+           method=result.method)
 
 
 def _query_server(url, image, targets, k, where, only_region, no_edit, as_json, out,
@@ -189,12 +197,14 @@ def _query_server(url, image, targets, k, where, only_region, no_edit, as_json, 
     _print(answer.get("targets", {}), local_shape(answer), edited_path, as_json)
 
 
-def _print(targets: dict, results: list[dict], edited_path: str | None, as_json: bool) -> None:
-    """A query's answer, local or the server's: one JSON object {targets, edited, results}, or
-    the table."""
+def _print(targets: dict, results: list[dict], edited_path: str | None, as_json: bool,
+           method: str | None = None) -> None:
+    """A query's answer, local or the server's: one JSON object {method, targets, edited,
+    results}, or the table."""
     if as_json:
-        click.echo(json.dumps({"targets": targets, "edited": edited_path, "results": results},
-                              indent=2))
+        answer = {"method": method} if method is not None else {}
+        click.echo(json.dumps({**answer, "targets": targets, "edited": edited_path,
+                               "results": results}, indent=2))
     else:
         click.echo(_table(targets, results, edited_path))
 

@@ -1,5 +1,5 @@
-"""`amgan-search train classifier|amgan|export` and `model checksum`: parse, call the trainers,
-print."""
+"""`amgan-search train classifier|amgan|adde|export` and `model checksum`: parse, call the
+trainers, print."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ METHODS = ("amgan", "stargan", "ganimation", "sagan", "no-dc", "no-perceptual",
            "no-attention-loss", "cam-as-mask")
 CONDITIONAL_CRITICS = ("none", "dc", "all")  # config.CONDITIONAL_CRITICS
 CYCLE_REGIONS = ("all", "kept")  # config.CYCLE_REGIONS
+RESTS = ("residual", "trunk", "none")  # nets.adde.RESTS
 
 
 # The classifier's ResNet depths, repeated for the same reason (nets.classifier.ARCHS).
@@ -202,12 +203,82 @@ def train_amgan(split, avgpool_only, val_scene_attributes, diff_augment, **optio
 
 
 @click.command()
+@click.option("--db", required=True, type=click.Path(dir_okay=False),
+              help="Catalog DB to train on (its labels: the attributes the chunks learn).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Run directory: the model (config.json + model.safetensors), checkpoints/ "
+                   "(one per epoch, all kept), the trunk's features/, log.jsonl.")
+@click.option("--encoder", type=click.Path(file_okay=False), default=None,
+              help="Classifier folder whose pooled features are the input (frozen; "
+                   "`train classifier` makes one) [default: the shipped classifier-cam].")
+@click.option("--split", default="train", show_default=True, help="Catalog split to train on.")
+@click.option("--attributes", default=None,
+              help="Comma-separated labelled attributes to learn chunks for [default: every "
+                   "attribute of the DB].")
+@click.option("--chunk-dim", type=AT_LEAST_ONE, default=64, show_default=True,
+              help="Width of each attribute's chunk.")
+@click.option("--hidden", type=AT_LEAST_ONE, default=256, show_default=True,
+              help="Width of each projection's hidden layer.")
+@click.option("--rest", type=click.Choice(RESTS), default="residual", show_default=True,
+              help="The chunk that carries what no label names: the trunk's pooled features less "
+                   "the mean features of the values the chunks read (residual), as they are "
+                   "(trunk), or none.")
+@click.option("--rest-weight", type=NOT_NEGATIVE, default=0.5, show_default=True,
+              help="The rest chunk's weight against 1 for each attribute chunk.")
+@click.option("--views", type=click.IntRange(1, 2), default=2, show_default=True,
+              help="Features of each image as it is (1) and also mirrored (2).")
+@click.option("--encoder-epochs", type=AT_LEAST_ZERO, default=10, show_default=True,
+              help="Stage 1: the chunks by classification alone.")
+@click.option("--epochs", type=AT_LEAST_ZERO, default=30, show_default=True,
+              help="Stage 2: chunks and memory with every loss.")
+@click.option("--batch-size", type=AT_LEAST_ONE, default=256, show_default=True)
+@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True, help="Adam's learning rate.")
+@click.option("--margin", type=NOT_NEGATIVE, default=0.2, show_default=True,
+              help="Every triplet's margin.")
+@click.option("--lambda-cls", type=NOT_NEGATIVE, default=1.0, show_default=True)
+@click.option("--lambda-triplet", type=NOT_NEGATIVE, default=1.0, show_default=True,
+              help="Label triplets, per chunk and on the whole embedding.")
+@click.option("--lambda-manip", type=NOT_NEGATIVE, default=1.0, show_default=True,
+              help="The manipulation triplet.")
+@click.option("--lambda-consistency", type=NOT_NEGATIVE, default=1.0, show_default=True,
+              help="Memory kept where the encoder puts each value's images.")
+@click.option("--lambda-l1", type=NOT_NEGATIVE, default=1.0, show_default=True,
+              help="L1 on the memory outside each prototype's own chunk.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+              show_default=True, help="Share of the split held out and graded in the log.")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--threads", type=AT_LEAST_ONE, default=None,
+              help="torch threads [default: OMP_NUM_THREADS if set, else the cores].")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its latest checkpoint (same settings).")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def train_adde(attributes, threads, quiet, **options) -> None:
+    """Train the disentangled attribute embedding with its attribute memory (ADDE) on a catalog
+    DB: the feature-space method, searched with its own index."""
+    from amgan_search.cli.options import attribute_list
+    from amgan_search.device import pick_device, set_torch_threads
+    from amgan_search.train.adde import AddeConfig
+    from amgan_search.train.adde import train_adde as run
+
+    set_torch_threads(threads, role="build")
+    names = attribute_list(attributes, "--attributes")
+    options["device"] = pick_device(options["device"])
+    config = AddeConfig(attributes=tuple(names) if names else None, progress=not quiet,
+                        **options)
+    with _resume_named():
+        model = run(config)
+    click.echo(f"model: {options['out']} ({model['epochs']} epochs, memory {model['memory']})")
+
+
+@click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Model directory to write (config.json + fp16 model.safetensors); never the "
                    "run or a folder holding it.")
 @click.option("--step", type=AT_LEAST_ZERO, default=None,
-              help="AMGAN runs: the checkpoint to export [default: the latest].")
+              help="AMGAN runs: the checkpoint to export [default: the latest]; ADDE runs: the "
+                   "epoch (at --encoder-epochs: the memory as initialised) [default: the model].")
 @click.option("--best", is_flag=True,
               help="AMGAN runs trained with --val-scenes: the checkpoint the truth scored best.")
 @click.option("--force", is_flag=True,
@@ -218,7 +289,7 @@ def export_model(run_dir, out, step, best, force) -> None:
 
     A classifier run exports its best model; an AMGAN run exports a checkpoint (the latest,
     --step, or --best), so a run still in progress can ship a snapshot that records the
-    iterations actually done.
+    iterations actually done; an ADDE run its model, or with --step the checkpoint of that epoch.
     """
     from amgan_search.train.export import export_run
 
@@ -227,6 +298,8 @@ def export_model(run_dir, out, step, best, force) -> None:
     model = export_run(run_dir, out, step, force=force, best=best)
     if model.get("kind") == "classifier":
         click.echo(f"model: {out} (classifier, role {model.get('role')}, {model.get('arch')})")
+    elif model.get("kind") == "adde":
+        click.echo(f"model: {out} (adde, {model['epochs']} epochs, memory {model['memory']})")
     else:
         click.echo(f"model: {out} ({model['method']}, {model['iterations']} iterations)")
 

@@ -83,15 +83,20 @@ class Embedder:
 
 
 def load_embedder(path: str | Path | None = None, device: str | None = None) -> Embedder:
-    """The CAM classifier at `path` (None: the shipped one) as an Embedder."""
+    """The model at `path` as an Embedder: a CAM classifier (None: the shipped one) or a
+    disentangled embedding (`nets.adde`), by what its config.json says it is."""
+    from amgan_search.checkpoint import CONFIG
     from amgan_search.device import pick_device
+    from amgan_search.io import read_json
     from amgan_search.nets.classifier import classifier_digest
     from amgan_search.registry import load_model, shipped_model
 
     device = pick_device(device)
     resolved = Path(path).expanduser().resolve() if path is not None else shipped_model("classifier-cam")
-    model = load_model(resolved, "classifier", device=device)
-    return Embedder(model=model, size=int(model.config["size"]), dim=int(model.embed_dim),
+    config = read_json(resolved / CONFIG) if (resolved / CONFIG).is_file() else {}
+    kind = "encoder" if isinstance(config, dict) and config.get("kind") == "adde" else "classifier"
+    model = load_model(resolved, kind, device=device)
+    return Embedder(model=model, size=int(model.size), dim=int(model.embed_dim),
                     digest=classifier_digest(resolved),
                     path=str(resolved) if path is not None else None, device=device)
 

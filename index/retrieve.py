@@ -1,9 +1,12 @@
-"""The query pipeline: photo -> G(x, targets) -> embed -> FAISS top-k -> metadata.
+"""The query pipeline: photo -> (edit) -> embed -> (manipulate the vector) -> FAISS top-k -> metadata.
 
-One query image travels: `Retriever.query` checks the targets against the index's schema, the
-editor (`editors.Manipulator.edit`) fits it square at the generator's size, edits and composes the
-edit back at the photo's own resolution; `Embedder.embed_image` fits that square at the
-embedder's size, the way the catalog images were; `Searcher.search` and `.results` find the rows
+One query image travels through its method (`index.methods`): `Retriever.query` checks the targets
+against the index's schema; a method that edits pixels (a GAN, the hybrid's preview) has its
+editor (`editors.Manipulator.edit`) fit it square at the generator's size, edit it and compose the
+edit back at the photo's own resolution; the method's space (`index.spaces`) embeds the picture,
+fitting it square at the embedder's size the way the catalog images were, and, for a method that
+manipulates vectors (`prototype`, `adde`, the hybrid), reads the photo's current values from the
+vector and moves it toward each target; its index's `Searcher.search` and `.results` find the rows
 and join their metadata.
 """
 
@@ -25,56 +28,83 @@ from amgan_search.schema import Schema
 @dataclass
 class QueryResult:
     """One query: the input photo (uint8 HxWx3), its edit and combined attention mask (None when
-    unedited), the targets it was edited toward ({} when unedited) and the results in rank order."""
+    no pixel was edited), the targets applied ({} for none), the results in rank order and the
+    name of the method that answered."""
     image: np.ndarray
     edited: np.ndarray | None
     mask: np.ndarray | None
     targets: dict[str, str]
     results: list[Hit]
+    method: str = "amgan"
 
 
 class Retriever:
-    """image -> G(x, targets) -> embed -> FAISS top-k -> metadata. Loads everything once (warm path).
+    """image -> (edit) -> embed -> (manipulate) -> FAISS top-k -> metadata, by one method.
+    Loads everything once (warm path).
 
-    `precision`: how the editor and the query embedding run, "auto" (bf16 where the device has it
-    natively, else fp32), "fp32" (bit for bit the plain networks) or "bf16" (forced); see
-    `device.resolve_precision`. An embedder or manipulator passed in is switched to it. The thread
-    count is the caller's (`device.set_torch_threads`): it is the process's, not the retriever's.
+    `method`: a name or `--methods` entry (`index.methods.parse_method`) or a Method; None: the
+    default (`methods.DEFAULT`), or the GAN folder `model` where one is given. The oracle needs a
+    catalog item, not a photo, so it answers no query here. `precision`: how the editor and the
+    query embedding run, "auto" (bf16 where the device has it natively, else fp32), "fp32" (bit
+    for bit the plain networks) or "bf16" (forced); see `device.resolve_precision`. An embedder or
+    manipulator passed in is switched to it. The thread count is the caller's
+    (`device.set_torch_threads`): it is the process's, not the retriever's.
     """
 
     def __init__(self, index_dir: str | Path, model: str | Path | None = None, device: str | None = None,
                  searcher: Searcher | None = None, embedder=None, manipulator=None,
-                 precision: str = "auto"):
+                 precision: str = "auto", method=None, progress: bool = True):
         from amgan_search.device import resolve_precision
+        from amgan_search.index.methods import resolve_method
 
         resolve_precision(precision)  # a bad name fails before anything is loaded
+        self.method = resolve_method(method, model)
+        if self.method.kind == "oracle":
+            raise UserError("the oracle draws a catalog item's scene again: it answers the "
+                            "benchmark's queries, not a photo's")
         self.searcher = searcher if searcher is not None else Searcher(index_dir)
         self.device = device
         self.embedder = embedder if embedder is not None else self.searcher.embedder(device=device)
         self.searcher.check_embedder(self.embedder)
         self.requested_precision = precision
         self.embedder.use_precision(precision)
-        self._model = model
         self._manipulator = manipulator.use_precision(precision) if manipulator is not None else None
+        self._space = None
         self._catalog = None
+        self.progress = progress
         self.compiled = False
 
     @property
     def precision(self) -> str:
         """The precision the query embedding runs in ("fp32" or "bf16")."""
-        return self.embedder.precision
+        return self.space.embedder.precision
 
     @property
     def schema(self) -> Schema:
         return self.searcher.schema
 
     @property
+    def space(self):
+        """Where the method searches (`index.spaces`): loaded on first use (an index embedded
+        with the method's own encoder is built beside the base index the first time)."""
+        if self._space is None:
+            from amgan_search.device import pick_device
+
+            self._space = self.method.load_space(self.searcher, self.embedder,
+                                                 pick_device(self.device), self.progress)
+            self._space.embedder.use_precision(self.requested_precision)
+        return self._space
+
+    @property
     def manipulator(self):
-        """Loaded on the first edit, so unedited searches never pay for the generator."""
+        """The method's GAN, loaded on the first edit, so unedited searches never pay for it."""
         if self._manipulator is None:
             from amgan_search.registry import load_model
 
-            self._manipulator = load_model(self._model, "editor", device=self.device)
+            if not self.method.edits_pixels:
+                raise UserError(f"the method {self.method.name!r} edits no pixels: it has no "
+                                "picture to show and no region to confine")
+            self._manipulator = load_model(self.method.editor_dir(), "editor", device=self.device)
             self._manipulator.use_precision(self.requested_precision)
         return self._manipulator
 
@@ -88,7 +118,9 @@ class Retriever:
         failure one warning line, and everything runs uncompiled. Returns whether compiled."""
         from amgan_search.device import compile_paths
 
-        steps = self.manipulator.compile_steps(batch_sizes) + self.embedder.compile_steps(batch_sizes)
+        steps = self.space.embedder.compile_steps(batch_sizes)
+        if self.method.edits_pixels:
+            steps = self.manipulator.compile_steps(batch_sizes) + steps
         self.compiled = compile_paths(steps, progress)
         return self.compiled
 
@@ -99,8 +131,23 @@ class Retriever:
         return dict(targets)
 
     def embed_image(self, image: np.ndarray) -> np.ndarray:
-        """uint8 HxWx3 -> [1, d], through the same square fit the catalog images had."""
-        return self.embedder.embed_image(image)
+        """uint8 HxWx3 -> [1, d] in the method's space, through the same square fit the catalog
+        images had."""
+        return self.space.embedder.embed_image(image)
+
+    def manipulate(self, vectors: np.ndarray, targets: Mapping[str, str]) -> np.ndarray:
+        """The vectors moved toward every target, in schema order (the method's space reads the
+        current values from the vectors themselves: a shopper's photo comes without labels)."""
+        space = self.space
+        if not space.manipulates or not targets:
+            return vectors
+        labels = space.read(vectors)
+        for name in (n for n in self.schema.names if n in targets):
+            j = self.schema.position(name)
+            value = self.schema.attributes[j].index(targets[name])
+            vectors = space.manipulate(vectors, labels, j, np.full(len(vectors), value))
+            labels[:, j] = value
+        return vectors
 
     def edit(self, image: np.ndarray, targets: Mapping[str, str], only_region: str | None = None):
         """(edited uint8, combined attention mask uint8 HxW or None).
@@ -117,14 +164,21 @@ class Retriever:
         """Edit `image` toward `targets` (unless `edit` is off), embed it and search the top k."""
         targets = self.validate(targets or {})
         edited = mask = None
-        if edit and targets:
-            edited, mask = self.edit(image, targets, only_region)
-        elif only_region and edit:
+        if only_region and edit and not targets:
             raise UserError("--only-region: needs a target attribute to edit")
+        if only_region and edit and not self.method.edits_pixels:
+            raise UserError(f"--only-region: the method {self.method.name!r} edits no pixels, so "
+                            "it has no region to confine the edit to")
+        if edit and targets and self.method.edits_pixels:
+            edited, mask = self.edit(image, targets, only_region)
         vectors = self.embed_image(edited if edited is not None else image)
-        rows, scores = self.searcher.search(vectors, k, where=where)
-        results = self.searcher.results(rows, scores)[0]
-        return QueryResult(image, edited, mask, targets if edited is not None else {}, results)
+        if edit:
+            vectors = self.manipulate(vectors, targets)
+        searcher = self.space.searcher
+        rows, scores = searcher.search(vectors, k, where=where)
+        results = searcher.results(rows, scores)[0]
+        applied = targets if edit and (edited is not None or self.space.manipulates) else {}
+        return QueryResult(image, edited, mask, applied, results, self.method.name)
 
     def read_result_image(self, path: str) -> np.ndarray | None:
         """A result's catalog image (through the catalog DB when it is there), None if unreadable."""

@@ -13,7 +13,7 @@ import torch
 from amgan_search.editors import SubSchemaEditor, check_sub_schema, for_schema
 from amgan_search.errors import UserError
 from amgan_search.index.evaluate.benchmark import BenchmarkConfig, run_benchmark
-from amgan_search.index.evaluate.methods import parse_methods
+from amgan_search.index.methods import parse_methods
 from amgan_search.metrics.retrieval import (classification_accuracy, grader_accuracy,
                                             method_metrics, query_targets, record_readings)
 from amgan_search.schema import DEFAULT_SCHEMA, HARD_SETTING, Schema, synthetic_schema

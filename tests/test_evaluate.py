@@ -9,7 +9,7 @@ import pytest
 
 from amgan_search.errors import UserError
 from amgan_search.index.evaluate.benchmark import BenchmarkConfig, run_benchmark
-from amgan_search.index.evaluate.methods import parse_methods
+from amgan_search.index.methods import parse_methods
 from amgan_search.metrics.retrieval import (classification_accuracy, dcg, method_metrics, ndcg,
                                             parse_ks, query_targets, ranking_scores, relevance,
                                             retrieval_hits, target_matches, topk_accuracy)

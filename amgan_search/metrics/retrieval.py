@@ -10,11 +10,16 @@ vector is the input's attributes with that one value replaced. A query is kept o
 gallery item has the whole target vector (every attribute of the index, edited or not); it is a
 hit at k if some item among its top k has the whole target vector.
 
-Beside top-k, as ADDE's public evaluation reports them, over the same kept queries:
-- NDCG@k with graded relevance rel = the number of attributes of the target vector a result
-  matches: DCG@k = sum over ranks i = 1..k of (2^rel_i - 1) / log2(i + 1), IDCG@k the same sum
-  over the gallery's relevances sorted best first, NDCG@k = DCG@k / IDCG@k. The query's own item
-  is neither a result nor part of the ideal ordering.
+Beside top-k, over the same kept queries, two NDCG@k, each under its own name:
+- ADDE's NDCG@k ("adde_ndcg"), ADDE's formula: a result's relevance is the fraction of the
+  target's attributes it matches (0 to 1), DCG@k = sum over ranks i = 1..k of rel_i / log2(i + 1),
+  divided by the DCG of k perfect results (sum of 1 / log2(i + 1)), not by the gallery's best
+  ordering.
+- Graded NDCG@k ("ndcg"), ours: relevance = the number of target attributes matched, gain
+  2^rel - 1, divided by the same sum over the gallery's relevances sorted best first (so a query
+  with few near matches is not penalised for what the gallery lacks).
+In both the query's own item is neither a result nor part of the ideal ordering, unless the
+protocol keeps it in the gallery (ADDE's).
 - MRR: the mean of 1 / (rank of the first result with the whole target vector), 0 when none is
   within the searched depth.
 - The chance level: how many gallery items (the query's own excluded) have the whole target vector.
@@ -71,11 +76,20 @@ def ndcg(ranked_rels: Sequence[int], gallery_rels: Sequence[int], k: int) -> flo
     return dcg(ranked_rels, k) / ideal if ideal > 0 else 0.0
 
 
+def adde_ndcg(ranked_rels: Sequence[int], n_attributes: int, k: int) -> float:
+    """ADDE's NDCG@k: sum of (matched fraction) / log2(i + 1) over the top k, over the same sum
+    for k perfect results."""
+    rels = np.asarray(ranked_rels, dtype=np.float64)[:k] / n_attributes
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    return float(np.sum(rels * discounts[:len(rels)]) / np.sum(discounts))
+
+
 def ranking_scores(targets: np.ndarray, retrieved: Sequence[Sequence], gallery_ids: Sequence,
                    gallery_labels: np.ndarray, ks: Sequence[int] = DEFAULT_KS,
                    own_ids: Sequence | None = None, missing: str = WILDCARD) -> dict[str, np.ndarray]:
-    """Per query [Q]: kept, hits [Q, len(ks)], ndcg [Q, len(ks)], rr (reciprocal rank of the first
-    exact match, 0 for none) and matches (gallery items with the whole target vector).
+    """Per query [Q]: kept, hits [Q, len(ks)], ndcg and adde_ndcg [Q, len(ks)], rr (reciprocal
+    rank of the first exact match, 0 for none) and matches (gallery items with the whole target
+    vector).
 
     `retrieved[q]` lists gallery ids best first; `own_ids[q]` (or None) is the query's own item,
     which is neither a gallery item nor a result (dropped before cutting at k); ids outside the
@@ -87,7 +101,8 @@ def ranking_scores(targets: np.ndarray, retrieved: Sequence[Sequence], gallery_i
     ks = list(ks)
     q_n, m = len(targets), gallery_labels.shape[1]
     out = {"kept": np.zeros(q_n, dtype=bool), "hits": np.zeros((q_n, len(ks)), dtype=bool),
-           "ndcg": np.zeros((q_n, len(ks))), "rr": np.zeros(q_n), "matches": np.zeros(q_n, np.int64)}
+           "ndcg": np.zeros((q_n, len(ks))), "adde_ndcg": np.zeros((q_n, len(ks))),
+           "rr": np.zeros(q_n), "matches": np.zeros(q_n, np.int64)}
     cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
     for q, target in enumerate(targets):
         key = tuple(target.tolist())
@@ -113,6 +128,7 @@ def ranking_scores(targets: np.ndarray, retrieved: Sequence[Sequence], gallery_i
         ideal = np.repeat(np.arange(m, -1, -1), counts[::-1])
         for j, k in enumerate(ks):
             out["ndcg"][q, j] = ndcg(ranked, ideal[:k], k)
+            out["adde_ndcg"][q, j] = adde_ndcg(ranked, m, k)
     return out
 
 
@@ -227,16 +243,19 @@ def table_k(ks: Sequence[int]) -> int:
 
 
 def method_metrics(records: Sequence[dict], gallery_ids: Sequence, gallery_labels: np.ndarray,
-                   schema: Schema, ks: Sequence[int], missing: str = WILDCARD) -> dict:
+                   schema: Schema, ks: Sequence[int], missing: str = WILDCARD,
+                   own: str = "exclude") -> dict:
     """The metrics of one method from its query records ({query, attribute, target, predicted,
     retrieved}): queries, kept, top-k accuracy, top-k per attribute at `table_k`, NDCG@k, MRR,
     the chance level, and the classification accuracy per CNN grader (`grader_accuracy`; {}
-    when no grader read the edits)."""
+    when no grader read the edits). `own` "keep": the query's own item stays in the gallery
+    (ADDE's protocol)."""
     ks = list(ks)
     targets = np.array([r["target"] for r in records], dtype=np.int64)
     attrs = np.array([schema.names.index(r["attribute"]) for r in records], dtype=np.int64)
+    own_ids = [r["query"] for r in records] if own == "exclude" else None
     scores = ranking_scores(targets, [r["retrieved"] for r in records], gallery_ids,
-                            gallery_labels, ks, [r["query"] for r in records], missing)
+                            gallery_labels, ks, own_ids, missing)
     kept, hits = scores["kept"], scores["hits"]
     per_attr_k = table_k(ks)
     col = ks.index(per_attr_k)
@@ -252,6 +271,8 @@ def method_metrics(records: Sequence[dict], gallery_ids: Sequence, gallery_label
         f"top{per_attr_k}_per_attribute": per_attr,
         "ndcg": {str(k): float(scores["ndcg"][kept, j].mean()) if any_kept else None
                  for j, k in enumerate(ks)},
+        "adde_ndcg": {str(k): float(scores["adde_ndcg"][kept, j].mean()) if any_kept else None
+                      for j, k in enumerate(ks)},
         "mrr": float(scores["rr"][kept].mean()) if any_kept else None,
         "matches_per_target": float(scores["matches"][kept].mean()) if any_kept else None,
     }

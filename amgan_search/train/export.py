@@ -16,7 +16,8 @@ def export_run(run_dir: str | Path, out: str | Path, step: int | None = None,
 
     A classifier run exports its best model; an AMGAN run exports a checkpoint (the latest,
     `step`, or with `best` the one its validation scored best: `train.validation`), so a run
-    still in progress can ship a snapshot that records the iterations done.
+    still in progress can ship a snapshot that records the iterations done; an ADDE run its model
+    or the checkpoint of epoch `step`.
     `out` must be new, empty, or (with `force`) a model folder, which is replaced whole except for
     files a model folder does not hold (its MODEL_CARD.md stays); never the run or a folder
     holding it.
@@ -32,6 +33,10 @@ def export_run(run_dir: str | Path, out: str | Path, step: int | None = None,
             from amgan_search.train.classifier import export_classifier
 
             return export_classifier(run_dir, out)
+        if isinstance(config, dict) and config.get("kind") == "adde":
+            from amgan_search.train.adde import export_adde
+
+            return export_adde(run_dir, out, step)
         from amgan_search.train.amgan import export_best, export_model
 
         return export_best(run_dir, out) if best else export_model(run_dir, out, step)

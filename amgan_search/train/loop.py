@@ -209,9 +209,10 @@ class RunFolder:
         if self.writes:
             save_image(self.out / "samples" / f"iter-{step:07d}.png", grid)
 
-    def checkpoint(self, step: int, tensors: dict, state: dict) -> None:
+    def checkpoint(self, step: int, tensors: dict, state: dict, keep: int = 2) -> None:
+        """checkpoints/step-N; the newest `keep` are kept (0: all)."""
         if self.writes:
-            ckpt.save_checkpoint(self.out, step, tensors, state)
+            ckpt.save_checkpoint(self.out, step, tensors, state, keep=keep)
 
     def training_seconds(self, upto: int) -> float:
         return training_seconds(self.log_path, upto)

@@ -11,7 +11,15 @@ run.json so a rerun resumes only the same run:
 - gallery: "all" searches the whole catalog, "test" only its test split;
 - queries: the first `limit` items of the split, or a seeded random `sample` of them;
 - missing: a missing label in a target vector is a "wildcard" or a "value" of its own;
+- own: the query's own item is left out of the gallery ("exclude") or stays in it ("keep");
 - edit_attributes: the attributes a query changes (None: every attribute of the index).
+ADDE's protocol is gallery "test", missing "value", own "keep", every test image as a reference
+(`ADDE_PROTOCOL`); a query is kept when the gallery holds an item with its whole target vector,
+as in ours.
+
+Methods (`index.methods`): each is an editor of pixels and a space of vectors. A method that
+makes an image (the GANs, the oracle, the hybrid's preview) has it read by the graders; one that
+manipulates vectors only (`prototype`, `adde`) has no image, so its records hold no readings.
 
 The harder setting: the catalog and its index label four attributes (color, sleeve, pattern,
 neckline) while the generators edit two (color, sleeve). The queries change only
@@ -33,8 +41,9 @@ On a synthetic catalog every edited query image is also read by the grader that 
 
 A record (one JSON line of queries.jsonl):
     {"query": item id, "method": name, "attribute": edited attribute, "target": [value index per
-     index attribute], "predicted": {grader: value name | null}, "retrieved": [item id, ...],
-     "relevance": [target attributes each result matches, ...], "truth": {attribute: value | null}}
+     index attribute], "retrieved": [item id, ...], "relevance": [target attributes each result
+     matches, ...], "predicted": {grader: value name | null}, "truth": {attribute: value | null}}
+("predicted" and "truth" only where there is an image to read.)
 """
 
 from __future__ import annotations
@@ -45,18 +54,20 @@ from typing import Sequence
 
 import numpy as np
 
-from amgan_search.editors import Editor, IdentityEditor
+from amgan_search.editors import IdentityEditor
 from amgan_search.errors import UserError
-from amgan_search.index.evaluate.methods import Method, check_methods
+from amgan_search.index.methods import Loaded, Method, check_methods
 from amgan_search.metrics.retrieval import (DEFAULT_KS, MISSING_RULES, WILDCARD, parse_ks,
                                             query_targets, relevance)
 from amgan_search.schema import Schema
 
 QUERIES, RUN_JSON = "queries.jsonl", "run.json"
 GALLERIES = ("all", "test")
+OWN_ITEM = ("exclude", "keep")
 # The protocol's choices and their defaults (today's protocol): a run.json without them had these.
 PROTOCOL = {"gallery": "all", "sample": None, "sample_seed": 0, "missing": WILDCARD,
-            "edit_attributes": None}
+            "own": "exclude", "edit_attributes": None}
+ADDE_PROTOCOL = {"gallery": "test", "missing": "value", "own": "keep"}
 
 
 @dataclass
@@ -77,6 +88,7 @@ class BenchmarkConfig:
     sample: int | None = None  # a seeded random sample of this many query images (the paper: 2,000)
     sample_seed: int = 0
     missing: str = WILDCARD  # wildcard: a missing target label matches anything; value: only missing
+    own: str = "exclude"  # exclude: the query's own item is no gallery item; keep: it is (ADDE)
     edit_attributes: list[str] | None = None  # the attributes queries change; None: every one
 
     def protocol(self) -> dict:
@@ -88,6 +100,8 @@ class BenchmarkConfig:
             raise UserError(f"gallery is {' or '.join(GALLERIES)}, got {self.gallery!r}")
         if self.missing not in MISSING_RULES:
             raise UserError(f"missing labels are {' or '.join(MISSING_RULES)}, got {self.missing!r}")
+        if self.own not in OWN_ITEM:
+            raise UserError(f"the query's own item is {' or '.join(OWN_ITEM)}d, got {self.own!r}")
         if self.sample is not None and (self.limit is not None or self.sample < 1):
             raise UserError("a sample of queries is at least 1 and replaces the limit; give one of them")
         grader_sources(self.graders)  # a bad spec is refused before anything is loaded
@@ -193,12 +207,13 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
     records_path = out / QUERIES
     done = {_record_key(r["query"], r["method"], r["attribute"], r["target"])
             for r in read_jsonl(records_path, repair=True)}
-    runner = _Runner(config, searcher, embedder, graders, done, k_max, device)
+    runner = _Runner(config, searcher, graders, done, k_max, device)
     runner.scenes = truth_scenes(catalog)
     # fsync per batch: a kill loses at most the batch being written, and a rerun resumes after it.
     with JsonlWriter(records_path, durable=True, compact=True) as writer:
         for method in config.methods:
-            runner.run_method(method, method.load(catalog, schema, device), writer)
+            loaded = method.load(catalog, searcher, embedder, device, progress=config.progress)
+            runner.run_method(method, loaded, writer)
     summary = summarise(read_jsonl(records_path, repair=True), searcher, schema, ks, config)
     write_outputs(out, summary)
     return summary
@@ -215,19 +230,19 @@ def truth_scenes(catalog) -> dict | None:
 
 
 class _Runner:
-    """What every method's queries share: the index, the embedder, the CNN graders, the edited
-    attributes and the keys of the records already written."""
+    """What every method's queries share: the index, the CNN graders, the edited attributes and
+    the keys of the records already written."""
 
-    def __init__(self, config: BenchmarkConfig, searcher, embedder, graders: dict, done: set,
+    def __init__(self, config: BenchmarkConfig, searcher, graders: dict, done: set,
                  k_max: int, device: str):
-        self.config, self.searcher, self.embedder, self.graders = config, searcher, embedder, graders
+        self.config, self.searcher, self.graders = config, searcher, graders
         self.schema: Schema = searcher.schema
         self.edited = [self.schema.position(a) for a in config.edit_attributes or self.schema.names]
         self.done, self.k_max, self.device = done, k_max, device
         self.where = gallery_where(config.gallery)
         self.scenes: dict | None = None  # item id -> scene on a synthetic catalog: truth graded
 
-    def run_method(self, method: Method, editor: Editor, writer) -> None:
+    def run_method(self, method: Method, loaded: Loaded, writer) -> None:
         """The method's queries over the split's query rows (`query_rows`), skipping those done."""
         from torch.utils.data import DataLoader, Subset
         from tqdm import tqdm
@@ -235,7 +250,8 @@ class _Runner:
         from amgan_search.dataset import CatalogImages
 
         config, schema = self.config, self.schema
-        dataset = CatalogImages(config.db, split=config.split, size=editor.size or self.embedder.size)
+        size = loaded.editor.size or loaded.space.embedder.size
+        dataset = CatalogImages(config.db, split=config.split, size=size)
         rows = query_rows(len(dataset), config.limit, config.sample, config.sample_seed)
         n = len(rows)
         if n == 0:
@@ -256,65 +272,76 @@ class _Runner:
         for x, y in loader:
             batch_ids = ids[start:start + len(x)]
             start += len(x)
-            fresh = self.run_batch(method.name, editor, x, y.long(), batch_ids)
+            fresh = self.run_batch(method, loaded, x, y.long(), batch_ids)
             writer.write(fresh)
             bar.update(len(fresh))
         bar.close()
 
-    def run_batch(self, method: str, editor: Editor, x, y, batch_ids: Sequence[str]) -> list[dict]:
+    def run_batch(self, method: Method, loaded: Loaded, x, y, batch_ids: Sequence[str]) -> list[dict]:
         """Every (input, edited attribute, target) query of one batch not yet done -> records."""
         import torch
 
-        searcher, records = self.searcher, []
-        own_rows = np.array([searcher.row_of(i) for i in batch_ids], dtype=np.int64)
-        unedited: dict = {"reads": {}}  # x itself: the same query for every target, read once
+        editor, space = loaded
+        searcher, records = space.searcher, []
+        own_rows = np.array([searcher.row_of(i) if self.config.own == "exclude" else -1
+                             for i in batch_ids], dtype=np.int64)
+        unedited: dict = {"reads": {}}  # x itself: embedded (and read) once for every target
         refs: dict = {}  # the truth grader's references per query of the batch, drawn once
         for j in self.edited:
             attr = self.schema.attributes[j]
             for v in range(len(attr.values)):
-                sel, targets = self.todo(method, y, batch_ids, j, v)
+                sel, targets = self.todo(method.name, y, batch_ids, j, v)
                 if not sel:
                     continue
+                reads, truth = None, None  # None: no image is read (a vector-only method)
                 with torch.inference_mode():
                     if isinstance(editor, IdentityEditor):
-                        vectors, reads, truth = self.unedited(x, batch_ids, attr.name, unedited, refs)
-                        vectors = vectors[sel]
-                        reads = {g: [r[b] for b in sel] for g, r in reads.items()}
-                        truth = None if truth is None else [truth[b] for b in sel]
+                        f = self.unedited(space, x, unedited)[sel]
+                        if not space.manipulates:  # `real`: the unedited image is what is read
+                            reads, truth = self.unedited_reads(x, batch_ids, attr.name, unedited, refs)
+                            reads = {g: [r[b] for b in sel] for g, r in reads.items()}
+                            truth = None if truth is None else [truth[b] for b in sel]
                     else:
                         x_star, _ = editor.edit_batch(
                             x[sel].to(self.device), y[sel].to(self.device), j,
                             torch.full((len(sel),), v, dtype=torch.long, device=self.device),
                             items=[batch_ids[b] for b in sel])
-                        vectors, reads = self.embedder(x_star), self.read(x_star, attr.name)
+                        f, reads = space.embed(x_star), self.read(x_star, attr.name)
                         truth = self.truth(x_star, batch_ids, sel, refs)
+                    vectors = space.manipulate(f, y[sel].numpy(), j, targets[:, j].numpy())
                 rows, _ = searcher.search(vectors, self.k_max, where=self.where,
                                           exclude_rows=own_rows[sel])
                 for i, b in enumerate(sel):
                     found = rows[i][rows[i] >= 0]
                     records.append({
-                        "query": batch_ids[b], "method": method, "attribute": attr.name,
+                        "query": batch_ids[b], "method": method.name, "attribute": attr.name,
                         "target": targets[i].tolist(),
-                        "predicted": {g: r[i] for g, r in reads.items()},
                         "retrieved": [searcher.ids[r] for r in found],
                         # attributes of the target each result matches: NDCG's graded relevance
                         "relevance": relevance(targets[i].numpy(), searcher.labels[found],
                                                self.config.missing).tolist(),
                     })
+                    if reads is not None:
+                        records[-1]["predicted"] = {g: r[i] for g, r in reads.items()}
                     if truth is not None:
                         records[-1]["truth"] = truth[i]
-                    self.done.add(_record_key(batch_ids[b], method, attr.name, targets[i].tolist()))
+                    self.done.add(_record_key(batch_ids[b], method.name, attr.name, targets[i].tolist()))
         return records
 
-    def unedited(self, x, batch_ids: Sequence[str], attribute: str, cache: dict, refs: dict):
-        """(vectors, CNN readings of `attribute`, truth readings) of the unedited batch x, each
-        computed once per batch (readings once per attribute) and kept in `cache`."""
+    def unedited(self, space, x, cache: dict) -> np.ndarray:
+        """The space's vectors of the unedited batch x, computed once per batch."""
         if "vectors" not in cache:
-            cache["vectors"] = self.embedder(x)
+            cache["vectors"] = space.embed(x)
+        return cache["vectors"]
+
+    def unedited_reads(self, x, batch_ids: Sequence[str], attribute: str, cache: dict, refs: dict):
+        """(CNN readings of `attribute`, truth readings) of the unedited batch x, each computed
+        once per batch (readings once per attribute) and kept in `cache`."""
+        if "truth" not in cache:
             cache["truth"] = self.truth(x, batch_ids, range(len(x)), refs)
         if attribute not in cache["reads"]:
             cache["reads"][attribute] = self.read(x, attribute)
-        return cache["vectors"], cache["reads"][attribute], cache["truth"]
+        return cache["reads"][attribute], cache["truth"]
 
     def todo(self, method: str, y, batch_ids: Sequence[str], j: int, v: int):
         """(rows of the batch whose query for value v of attribute j is not done, their targets)."""

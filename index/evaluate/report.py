@@ -2,9 +2,10 @@
 
 summary.json: {"ks", "table_k", "index", "gallery" (items searched), "db", "split", "limit",
 "graders" ({name: shipped name or folder}), "schema", "protocol", "methods": {method: {"queries",
-"kept", "topk": {k: acc}, "top<table_k>_per_attribute": {attribute: acc}, "ndcg": {k: ndcg},
-"mrr", "matches_per_target", "classification": {grader: {attribute: acc or null, "average"}},
-"truth": {attribute: acc or null, "average"} or null}}}.
+"kept", "topk": {k: acc}, "top<table_k>_per_attribute": {attribute: acc}, "adde_ndcg": {k: ADDE's
+NDCG}, "ndcg": {k: our graded NDCG} (`metrics.retrieval` has both formulas), "mrr",
+"matches_per_target", "classification": {grader: {attribute: acc or null, "average"}}, "truth":
+{attribute: acc or null, "average"} or null}}}.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def summarise(records: list[dict], searcher, schema: Schema, ks: Sequence[int],
         by_method.setdefault(r["method"], []).append(r)
     order = [m.name for m in config.methods] if config else list(by_method)
     methods = {name: method_metrics(by_method[name], ids, labels, schema, ks,
-                                    protocol.get("missing", WILDCARD))
+                                    protocol.get("missing", WILDCARD),
+                                    protocol.get("own", "exclude"))
                for name in order if by_method.get(name)}
     graders = grader_sources(config.graders) if config else {}
     for name, entry in methods.items():
@@ -48,6 +50,12 @@ def summarise(records: list[dict], searcher, schema: Schema, ks: Sequence[int],
         c = entry["classification"]
         entry["classification"] = {g: c[g] for g in [*graders, *c] if g in c}
         entry["truth"] = truth_accuracy(by_method[name], schema)
+        # whether any grader read the method's images (vector-only methods make none)
+        entry["edits"] = any("predicted" in r for r in by_method[name])
+    intervals = interval_table(records, ids, labels, schema, ks, list(graders) or
+                               list(dict.fromkeys(g for e in methods.values()
+                                                  for g in e["classification"])),
+                               protocol, list(methods))
     return {
         "ks": ks,
         "table_k": table_k(ks),
@@ -60,7 +68,20 @@ def summarise(records: list[dict], searcher, schema: Schema, ks: Sequence[int],
         "schema": schema.to_dict(),
         "protocol": protocol,
         "methods": methods,
+        "intervals": intervals,
     }
+
+
+def interval_table(records, ids, labels, schema: Schema, ks, graders, protocol: dict,
+                   order) -> dict:
+    """Every method's accuracy and retrieval with 95% intervals (`index.comparison`: a seeded
+    percentile bootstrap over query images)."""
+    from amgan_search.index.comparison import comparison_table
+
+    return comparison_table(records, {}, schema, ks, graders, gallery_ids=ids,
+                            gallery_labels=labels, methods=order,
+                            missing=protocol.get("missing", WILDCARD),
+                            own_item=protocol.get("own", "exclude"))
 
 
 def truth_accuracy(records: Sequence[dict], schema: Schema) -> dict | None:
@@ -122,18 +143,33 @@ def summary_markdown(summary: dict) -> str:
     for m, e in methods.items():
         lines.append(f"| {m} | {e['queries']} | {e['kept']} | "
                      + " | ".join(_acc(e["topk"][str(k)]) for k in ks) + " |")
-    lines += ["", "## NDCG@k (relevance = target attributes matched) and MRR, with the chance level",
-              "", "| method | matches per target | MRR | " + " | ".join(f"NDCG@{k}" for k in ks) + " |",
-              "|---" * (len(ks) + 3) + "|"]
+    lines += ["", "## NDCG@k and MRR, with the chance level", "",
+              "ADDE's NDCG@k: relevance = the fraction of the target's attributes a result matches, "
+              "over the DCG of k perfect results. Graded NDCG@k (ours): gain 2^n - 1 for n "
+              "attributes matched, over the gallery's best ordering.", "",
+              "| method | matches per target | MRR | "
+              + " | ".join(f"ADDE's NDCG@{k}" for k in ks) + " | "
+              + " | ".join(f"graded NDCG@{k}" for k in ks) + " |",
+              "|---" * (2 * len(ks) + 3) + "|"]
     for m, e in methods.items():
         if "ndcg" in e:
+            adde = e.get("adde_ndcg") or {}
             lines.append(f"| {m} | {_num(e['matches_per_target'])} | {_acc(e['mrr'])} | "
+                         + " | ".join(_acc(adde.get(str(k))) for k in ks) + " | "
                          + " | ".join(_acc(e["ndcg"][str(k)]) for k in ks) + " |")
     lines += ["", f"## Top-{tk} retrieval accuracy per edited attribute", "",
               "| method | " + " | ".join(edited) + " |", "|---" * (len(edited) + 1) + "|"]
     for m, e in methods.items():
         per = e[f"top{tk}_per_attribute"]
         lines.append(f"| {m} | " + " | ".join(_acc(per.get(a)) for a in edited) + " |")
+    if summary.get("intervals"):
+        from amgan_search.index.comparison import interval_sections
+
+        iv = summary["intervals"]["interval"]
+        lines += ["", "# With 95% intervals", "",
+                  (f"Every number: estimate [{100 * iv['level']:.0f}% interval], a {iv['method']} "
+                   f"({iv['n_boot']} draws, seed {iv['seed']}); accuracies as fractions."), "",
+                  *interval_sections(summary["intervals"])]
     return "\n".join(lines) + "\n"
 
 
@@ -142,10 +178,12 @@ def grader_table(methods: dict, edited: list[str]) -> list[str]:
     grader that is no network's ("truth"). "-": the grader does not read the attribute; "n/a":
     no truth reading (a catalog that is not synthetic)."""
     title = ("## Accuracy of edits per grader (%; truth: the grader that is no network, "
-             "synthetic catalogs only)")
+             "synthetic catalogs only; methods that make no image have no row)")
     lines = [title, "", "| method | grader | " + " | ".join(edited) + " | average |",
              "|---" * (len(edited) + 3) + "|"]
     for m, e in methods.items():
+        if not e.get("classification") and e.get("truth") is None and e.get("edits") is False:
+            continue
         for grader, acc in (e.get("classification") or {}).items():
             cells = [_pct(acc.get(a)) for a in edited] + [_pct(acc.get("average"))]
             lines.append(f"| {m} | {grader} | " + " | ".join(cells) + " |")

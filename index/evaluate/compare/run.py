@@ -85,7 +85,7 @@ def _same(old: dict, now: dict) -> bool:
 def benchmark(config: CompareConfig, models: dict[str, Path], spec: str) -> Path:
     """real, every method and oracle over the sampled test queries (resumes OUT/benchmark)."""
     from amgan_search.index.evaluate.benchmark import QUERIES, BenchmarkConfig, run_benchmark
-    from amgan_search.index.evaluate.methods import parse_methods
+    from amgan_search.index.methods import parse_methods
 
     out = Path(config.out) / BENCHMARK
     methods = parse_methods(["real", *(f"{m}={p}" for m, p in models.items()), "oracle"])

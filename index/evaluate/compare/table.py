@@ -125,18 +125,21 @@ def chance_topk(matches: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
 
 
 def retrieval(records: Sequence[dict], gallery_ids: Sequence, gallery_labels: np.ndarray,
-              ks: Sequence[int], boot: _Bootstrap, missing: str = WILDCARD) -> dict:
-    """Top-k accuracy for every k, NDCG and MRR at the table's k, over the kept queries (some
-    gallery item other than the query's own has the target vector), and the chance level."""
+              ks: Sequence[int], boot: _Bootstrap, missing: str = WILDCARD,
+              own_item: str = "exclude") -> dict:
+    """Top-k accuracy for every k, both NDCGs (ADDE's and our graded one) and MRR at the table's
+    k, over the kept queries (some gallery item other than the query's own has the target
+    vector), and the chance level. `own_item` "keep": the query's own item stays in the gallery
+    (ADDE's protocol)."""
     ks = list(ks)
     tk = table_k(ks)
     targets = np.array([r["target"] for r in records], dtype=np.int64).reshape(len(records), -1)
     own = [str(r["query"]) for r in records]
     scores = ranking_scores(targets, [r["retrieved"] for r in records], gallery_ids,
-                            gallery_labels, ks, own, missing)
+                            gallery_labels, ks, own if own_item == "exclude" else None, missing)
     kept = scores["kept"]
     queries = np.array(own)[kept]
-    in_gallery = {str(i) for i in gallery_ids}
+    in_gallery = {str(i) for i in gallery_ids} if own_item == "exclude" else set()
     size = len(gallery_ids) - np.array([q in in_gallery for q in own], dtype=np.int64)
     matches = scores["matches"][kept]
     return {
@@ -145,6 +148,7 @@ def retrieval(records: Sequence[dict], gallery_ids: Sequence, gallery_labels: np
         "topk": {str(k): boot.mean(scores["hits"][kept, j].astype(float), queries)
                  for j, k in enumerate(ks)},
         f"ndcg@{tk}": boot.mean(scores["ndcg"][kept, ks.index(tk)], queries),
+        f"adde_ndcg@{tk}": boot.mean(scores["adde_ndcg"][kept, ks.index(tk)], queries),
         "mrr": boot.mean(scores["rr"][kept], queries),
         "matches_per_target": float(matches.mean()) if len(matches) else None,
         f"chance_top{tk}": (float(chance_topk(matches, size[kept], tk).mean())
@@ -183,13 +187,13 @@ def method_order(benchmark_records: Sequence[dict], edit_records_by_method: Mapp
 
 def method_entry(records: Sequence[dict], edits: Sequence[dict] | None, schema: Schema,
                  ks: Sequence[int], graders: Sequence[str], gallery: tuple, boot: _Bootstrap,
-                 missing: str = WILDCARD) -> dict:
+                 missing: str = WILDCARD, own_item: str = "exclude") -> dict:
     """One method's row: accuracy by every grader and the truth grader, retrieval, edit quality."""
     entry = {"queries": len({str(r["query"]) for r in records}),
              "accuracy": {g: accuracy(records, schema, g, boot) for g in graders},
              "truth_accuracy": accuracy(records, schema, TRUTH, boot)}
     if records:
-        entry.update(retrieval(records, *gallery, ks, boot, missing))
+        entry.update(retrieval(records, *gallery, ks, boot, missing, own_item))
     entry.update(edit_quality(edits or [], boot))
     entry["has_edits"] = edits is not None
     return entry
@@ -200,8 +204,8 @@ def comparison_table(benchmark_records: Sequence[dict],
                      schema: Schema, ks: Sequence[int], graders: Sequence[str], *,
                      gallery_ids: Sequence, gallery_labels: np.ndarray,
                      methods: Sequence[str] | None = None, missing: str = WILDCARD,
-                     run: Mapping | None = None, n_boot: int = 1000, seed: int = 0,
-                     level: float = 0.95) -> dict:
+                     own_item: str = "exclude", run: Mapping | None = None, n_boot: int = 1000,
+                     seed: int = 0, level: float = 0.95) -> dict:
     """Every method's numbers, each {"estimate", "low", "high"} (None where not measured).
 
     `schema` is the index's (the records' target vectors are in its order); `gallery_ids` and
@@ -216,7 +220,7 @@ def comparison_table(benchmark_records: Sequence[dict],
                                                                    edit_records_by_method)
     gallery = (list(gallery_ids), np.asarray(gallery_labels))
     rows = {m: method_entry(by_method.get(m, []), edit_records_by_method.get(m), schema, ks,
-                            graders, gallery, boot, missing) for m in names}
+                            graders, gallery, boot, missing, own_item) for m in names}
     first = next((e for e in rows.values() if e.get("matches_per_target") is not None), {})
     tk = table_k(ks)
     scenes = {str(r["scene"]) for recs in edit_records_by_method.values() for r in recs}
@@ -261,8 +265,9 @@ def _accuracy_section(table: dict, grader: str, title: str) -> list[str]:
                                if a != "mean"))
     if not attrs:
         return []
+    # a method that makes no image the grader could read (a vector-only one) has no row
     rows = [[m, *(fmt((key(e) or {}).get(a)) for a in attrs + ["mean"])]
-            for m, e in table["methods"].items()]
+            for m, e in table["methods"].items() if key(e) is not None]
     return [f"## {title}", "", *_table(["method", *attrs, "mean"], rows)]
 
 
@@ -270,11 +275,15 @@ def _retrieval_section(table: dict) -> list[str]:
     ks, tk = table["ks"], table["table_k"]
     rows = [[m, f"{e['kept']} of {e['records']}" if "kept" in e else "-",
              *(fmt(e.get("topk", {}).get(str(k))) for k in ks),
-             fmt(e.get(f"ndcg@{tk}")), fmt(e.get("mrr"))] for m, e in table["methods"].items()]
+             fmt(e.get(f"adde_ndcg@{tk}")), fmt(e.get(f"ndcg@{tk}")), fmt(e.get("mrr"))]
+            for m, e in table["methods"].items()]
     return ["## Retrieval", "", ("Over the kept queries: those whose target vector some gallery "
-                                 "item other than the query's own has."), "",
+                                 "item other than the query's own has. ADDE's NDCG: relevance = "
+                                 "the fraction of the target's attributes matched, over k perfect "
+                                 "results; graded NDCG (ours): gain 2^n - 1 for n attributes "
+                                 "matched, over the gallery's best ordering."), "",
             *_table(["method", "kept queries", *(f"top-{k}" for k in ks),
-                                         f"NDCG@{tk}", "MRR"], rows)]
+                     f"ADDE's NDCG@{tk}", f"graded NDCG@{tk}", "MRR"], rows)]
 
 
 def _edit_section(table: dict) -> list[str]:
@@ -322,15 +331,21 @@ def _setting_lines(table: dict) -> list[str]:
     ]
 
 
+def interval_sections(table: dict) -> list[str]:
+    """The accuracy (the truth's, then each CNN grader's) and retrieval sections, with their
+    intervals: what a benchmark's report shows of a table without edit records."""
+    lines = _accuracy_section(table, TRUTH, "Accuracy of the edits by the grader that is no "
+                                            "network (truth)")
+    for g in table["graders"]:
+        lines += _accuracy_section(table, g, f"Accuracy of the edits by the CNN grader `{g}`")
+    return lines + _retrieval_section(table)
+
+
 def comparison_markdown(table: dict) -> str:
     run = table.get("run") or {}
     lines = ["# Comparison of the methods", "", *(f"- {line}" for line in _setting_lines(table)),
              ""]
-    lines += _accuracy_section(table, TRUTH, "Accuracy of the edits by the grader that is no "
-                                             "network (truth)")
-    for g in table["graders"]:
-        lines += _accuracy_section(table, g, f"Accuracy of the edits by the CNN grader `{g}`")
-    lines += _retrieval_section(table) + _edit_section(table)
+    lines += interval_sections(table) + _edit_section(table)
     if run.get("commands"):
         lines += ["## Commands", "", "```", *run["commands"], "```", ""]
     return "\n".join(lines)
