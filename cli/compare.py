@@ -62,7 +62,7 @@ def compare(train_db, db, index_dir, runs, out, methods, iters, step, pick, no_t
     with a 95% interval over queries."""
     from amgan_search.index.evaluate.compare.models import OWN_NAMES, CompareConfig
     from amgan_search.index.evaluate.compare.run import run_comparison
-    from amgan_search.index.evaluate.compare.table import comparison_markdown
+    from amgan_search.index.evaluate.table import comparison_markdown
 
     check_own_folder(out, OWN_NAMES)
     config = CompareConfig(

@@ -3,11 +3,12 @@
 | method | editor (`editors`) | space (`index.spaces`) |
 | --- | --- | --- |
 | `real` | none: the query as it is | the index's embedding |
-| `oracle` | the synthetic renderer's true edit | the index's embedding |
+| `oracle` | the renderer's true edit | the index's embedding |
 | `amgan`, `stargan`, a GAN folder | the GAN | the index's embedding |
 | `prototype` | none | the index's embedding moved by class means |
-| `adde`, an ADDE folder | none | the disentangled embedding, manipulated by its memory |
-| `hybrid`, `NAME=GAN+ADDE` | the GAN (the shopper's preview) | the disentangled embedding of the edit, the edited chunks set from the memory |
+| `adde`, an ADDE folder | none | the disentangled embedding, moved by its memory |
+| `hybrid`, `NAME=GAN+ADDE` | the GAN (the preview) | the edit's disentangled embedding, its |
+|  |  | edited chunks set from the memory |
 
 `parse_methods` reads a --methods spec, `Method.editable` says from config files alone which
 attributes a method edits (`check_methods` refuses one that cannot edit the queries' before

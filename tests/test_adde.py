@@ -238,7 +238,7 @@ def world(run):
 
 
 def test_the_benchmark_runs_every_kind_of_method_and_reads_only_the_images_there_are(world, tmp_path):
-    from amgan_search.index.benchmark import BenchmarkConfig, run_benchmark
+    from amgan_search.index.evaluate.benchmark import BenchmarkConfig, run_benchmark
     from amgan_search.index.methods import parse_methods
     from amgan_search.io import read_jsonl
 

@@ -13,7 +13,7 @@ import pytest
 
 from amgan_search.errors import UserError
 from amgan_search.index.evaluate.compare import models as compare_models, run as compare_run
-from amgan_search.index.evaluate.compare.table import comparison_table, fmt, write_comparison
+from amgan_search.index.evaluate.table import comparison_table, fmt, write_comparison
 from amgan_search.schema import Schema
 from builders import assert_refused, run
 
@@ -109,7 +109,7 @@ def test_accuracy_by_every_grader_and_by_the_truth_grader():
 
 
 def test_unreadable_edits_are_wrong_for_the_truth_grader_and_unread_attributes_left_out():
-    from amgan_search.index.evaluate.compare.table import _Bootstrap, accuracy
+    from amgan_search.index.evaluate.table import _Bootstrap, accuracy
 
     records = [{"query": "q1", "attribute": "color", "target": [1, 0],
                 "predicted": {"cam": None}, "truth": {"color": None}},
@@ -299,7 +299,7 @@ def test_checkpoint_best_is_the_truths_best_evaluable_one_up_to_the_step(tmp_pat
 
 
 def test_the_report_names_each_methods_pick():
-    from amgan_search.index.evaluate.compare.table import _iteration_line
+    from amgan_search.index.evaluate.table import _iteration_line
 
     line = _iteration_line({"pick": "best", "picked": {"amgan": 4500, "stargan": 5000},
                             "iters": 10000}, 5000)

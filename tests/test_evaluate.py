@@ -255,7 +255,8 @@ def test_benchmark_ndcg_and_mrr_agree_with_the_recorded_relevances(bench, tmp_pa
     # 24 items, 4 of each (color, sleeve): a target has 4 matches, 3 when the own item is one
     assert 3 <= real["matches_per_target"] <= 4
     assert summary["protocol"] == {"gallery": "all", "sample": None, "sample_seed": 0,
-                                   "missing": "wildcard", "edit_attributes": None}
+                                   "missing": "wildcard", "own": "exclude",
+                                   "edit_attributes": None}
     assert "NDCG@10" in (out / "summary.md").read_text()
 
 

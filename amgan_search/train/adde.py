@@ -61,9 +61,11 @@ class AddeConfig:
 
     db: str | None = None
     out: str = "runs/adde"
-    encoder: str | None = None      # classifier folder whose pooled features are the input; None: shipped classifier-cam
+    # the classifier folder whose pooled features are the input; None: the shipped classifier-cam
+    encoder: str | None = None
     split: str = "train"
-    attributes: tuple[str, ...] | None = None  # labelled attributes to learn chunks for; None: the DB's
+    # the labelled attributes to learn chunks for; None: every attribute of the DB
+    attributes: tuple[str, ...] | None = None
     chunk_dim: int = 64
     hidden: int = 256
     rest: str = "residual"          # nets.adde.RESTS

@@ -74,9 +74,9 @@ def summarise(records: list[dict], searcher, schema: Schema, ks: Sequence[int],
 
 def interval_table(records, ids, labels, schema: Schema, ks, graders, protocol: dict,
                    order) -> dict:
-    """Every method's accuracy and retrieval with 95% intervals (`index.comparison`: a seeded
+    """Every method's accuracy and retrieval with 95% intervals (`index.evaluate.table`: a seeded
     percentile bootstrap over query images)."""
-    from amgan_search.index.comparison import comparison_table
+    from amgan_search.index.evaluate.table import comparison_table
 
     return comparison_table(records, {}, schema, ks, graders, gallery_ids=ids,
                             gallery_labels=labels, methods=order,
@@ -163,7 +163,7 @@ def summary_markdown(summary: dict) -> str:
         per = e[f"top{tk}_per_attribute"]
         lines.append(f"| {m} | " + " | ".join(_acc(per.get(a)) for a in edited) + " |")
     if summary.get("intervals"):
-        from amgan_search.index.comparison import interval_sections
+        from amgan_search.index.evaluate.table import interval_sections
 
         iv = summary["intervals"]["interval"]
         lines += ["", "# With 95% intervals", "",

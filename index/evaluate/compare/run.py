@@ -12,7 +12,7 @@
    OUT/benchmark;
 5. each generator's edits against the renderer's truth into OUT/edits/<method>.jsonl (kept when
    its OUT/edits/<method>.json says the same settings);
-6. the report (`compare.table`): OUT/comparison.json, .md and .png.
+6. the report (`evaluate.table`): OUT/comparison.json, .md and .png.
 OUT/compare.json records the step, the data and the models, so a rerun never mixes the benchmark
 records of one iteration with another's.
 """
@@ -186,7 +186,7 @@ def compare_command(config: CompareConfig, step: int) -> str:
 def report(config: CompareConfig, step: int, picked: dict[str, int], queries: Path,
            edit_records: dict, spec: str) -> dict:
     """comparison.json, .md and .png from the records."""
-    from amgan_search.index.evaluate.compare.table import comparison_table, write_comparison
+    from amgan_search.index.evaluate.table import comparison_table, write_comparison
     from amgan_search.index.search import Searcher
     from amgan_search.io import read_jsonl
     from amgan_search.registry import parse_graders
