@@ -298,3 +298,17 @@ def test_the_residual_rest_is_what_the_values_the_chunks_read_do_not_explain():
     # without labels, the values the chunks read are taken out
     read = enc.predict(enc.from_pooled(pooled[:1], torch.tensor([[0, 1]])))
     assert torch.allclose(enc.from_pooled(pooled[:1]), enc.from_pooled(pooled[:1], read), atol=1e-5)
+
+
+def test_a_run_in_progress_exports_as_what_it_is_never_as_another_kind(run, tmp_path):
+    import shutil
+
+    from amgan_search.train.export import export_run
+
+    cut = tmp_path / "cut"
+    shutil.copytree(run["root"] / "run", cut)
+    for name in ("config.json", "model.safetensors", "SHA256SUMS"):
+        (cut / name).unlink()
+    with pytest.raises(UserError, match="no model yet"):
+        export_run(cut, tmp_path / "m")
+    assert export_run(cut, tmp_path / "m", step=3)["kind"] == "adde"

@@ -46,6 +46,7 @@ from amgan_search.train.checks import SEED_MAX, choice, number, whole
 from amgan_search.train.loop import (RunFolder, check_resume, open_run, rng_state,
                                      set_rng_state)
 
+TRAINER = "adde"  # train_config.json's "trainer"
 FEATURES = "features"  # the run's folder of the trunk's features: features.safetensors, SHA256SUMS
 FEATURES_FILE = "features.safetensors"
 # Fields that change what a run computes: a resume must keep them (the rest only say how it runs).
@@ -106,9 +107,11 @@ class AddeConfig:
             raise UserError("nothing to train: encoder_epochs and epochs are both 0")
 
     def to_dict(self) -> dict:
+        """train_config.json: every field, and which trainer wrote it (what `train export` reads
+        to export a run still in progress)."""
         d = dataclasses.asdict(self)
         d["attributes"] = list(self.attributes) if self.attributes is not None else None
-        return d
+        return {"trainer": TRAINER, **d}
 
 
 # -- data: the trunk's features of every training image, computed once -----------------------------
@@ -144,27 +147,41 @@ def compute_features(trunk, db: str, split: str, views: int, batch: int, device:
     return out
 
 
+def features_provenance(db: str, split: str, views: int, trunk_sha: str) -> dict[str, str]:
+    """What the cached features were computed from: the trunk, the catalog DB (the checksum its
+    header keeps, else the file's sha256), the split and the views."""
+    from amgan_search import db_checksum
+    from amgan_search.integrity import file_sha256
+
+    stored = db_checksum.stored(db)
+    return {"trunk_sha256": trunk_sha, "db": stored.hex() if stored else file_sha256(db),
+            "split": str(split), "views": str(views)}
+
+
 def cached_features(run: Path, trunk, trunk_sha: str, config: AddeConfig) -> np.ndarray:
-    """The features kept in the run folder (checked against their sums and the trunk's digest),
-    or computed and written there."""
-    from safetensors.torch import load_file
+    """The features kept in the run folder (checked against their sums and what they were
+    computed from), or computed and written there."""
+    from safetensors import safe_open
 
     from amgan_search.integrity import verify, write_sums
     from amgan_search.io import atomic_dir
 
     folder = run / FEATURES
+    wanted = features_provenance(config.db, config.split, config.views, trunk_sha)
     if (folder / FEATURES_FILE).is_file():
         verify(folder, [FEATURES_FILE], required=True)
-        tensors = load_file(str(folder / FEATURES_FILE))
-        if bytes(tensors["trunk_sha256"].tolist()).decode() != trunk_sha:
-            raise UserError(f"{folder}: computed with another trunk; train another run")
-        return tensors["features"].numpy()
+        with safe_open(str(folder / FEATURES_FILE), framework="pt") as f:
+            meta = f.metadata() or {}
+            differ = [k for k, v in wanted.items() if meta.get(k) != v]
+            if differ:
+                raise UserError(f"{folder}: computed from another {', '.join(differ)}; train "
+                                "another run")
+            return f.get_tensor("features").numpy()
     features = compute_features(trunk, config.db, config.split, config.views,
                                 config.batch_features, config.device, config.progress)
     with atomic_dir(folder) as tmp:
-        ckpt.save_weights(tmp / FEATURES_FILE, {
-            "features": torch.from_numpy(features),
-            "trunk_sha256": torch.tensor(list(trunk_sha.encode()), dtype=torch.uint8)})
+        ckpt.save_weights(tmp / FEATURES_FILE, {"features": torch.from_numpy(features)},
+                          metadata=wanted)
         write_sums(tmp, [FEATURES_FILE])
     return features
 

@@ -339,6 +339,8 @@ def export_model(run_dir: str | Path, out: str | Path, step: int | None = None) 
     config = AmganConfig(**{k: (tuple(v) if isinstance(v, list) else v)
                             for k, v in saved.items() if k in fields})
     tensors, state = ckpt.load_checkpoint(path)
+    if not _generator(tensors):
+        raise UserError(f"{path}: holds no generator (not a checkpoint of an AMGAN run)")
     done = int(state["step"])
     wall = training_seconds(run_dir / LOG, done)
     schema = Schema.from_dict(_schema_of_run(config))

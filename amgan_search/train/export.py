@@ -8,6 +8,7 @@ from amgan_search.checkpoint import CONFIG
 from amgan_search.errors import UserError
 from amgan_search.io import read_json, writer_lock
 from amgan_search.outputs import claim_dir
+from amgan_search.train.loop import RUN_CONFIG
 
 
 def export_run(run_dir: str | Path, out: str | Path, step: int | None = None,
@@ -29,14 +30,15 @@ def export_run(run_dir: str | Path, out: str | Path, step: int | None = None,
     with writer_lock(where):
         claim_dir(out, "model", force=force, inputs=[run_dir])  # again, now that no one else writes
         config = read_json(run_dir / CONFIG) if (run_dir / CONFIG).is_file() else {}
+        trained = read_json(run_dir / RUN_CONFIG) if (run_dir / RUN_CONFIG).is_file() else {}
+        if isinstance(trained, dict) and trained.get("trainer") == "adde":
+            from amgan_search.train.adde import export_adde
+
+            return export_adde(run_dir, out, step)
         if isinstance(config, dict) and config.get("kind") == "classifier":
             from amgan_search.train.classifier import export_classifier
 
             return export_classifier(run_dir, out)
-        if isinstance(config, dict) and config.get("kind") == "adde":
-            from amgan_search.train.adde import export_adde
-
-            return export_adde(run_dir, out, step)
         from amgan_search.train.amgan import export_best, export_model
 
         return export_best(run_dir, out) if best else export_model(run_dir, out, step)
