@@ -124,7 +124,8 @@ def server_schema(url: str | None) -> dict | None:
 @click.option("--method", default=None, metavar="METHOD",
               help="How the query is answered: amgan, stargan, adde, hybrid, prototype, real, a "
                    "model folder (a GAN or an ADDE embedding) or NAME=GAN_DIR+ADDE_DIR "
-                   "[default: amgan].")
+                   "[default: amgan]. With --server: one of the server's methods, by name "
+                   "[default: the server's].")
 @click.option("--model", type=click.Path(file_okay=False), default=None,
               help="A GAN folder (AMGAN or a baseline) to edit with: the same as --method DIR.")
 @click.option("--set", "set_pairs", multiple=True, metavar="ATTR=VALUE",
@@ -153,7 +154,7 @@ def query(image, k, index_dir, method, model, set_pairs, where_pairs, no_edit, o
     targets = {**attr_flags, **parse_pairs(set_pairs, "--set")}
     if server is not None:
         return _query_server(server, image, targets, k, where, only_region, no_edit, as_json, out,
-                             model or device or threads or precision != "auto")
+                             model or device or threads or precision != "auto", method)
     from amgan_search.device import set_torch_threads
     from amgan_search.images import load_image
     from amgan_search.index.index_dir import default_or_given
@@ -176,34 +177,37 @@ def query(image, k, index_dir, method, model, set_pairs, where_pairs, no_edit, o
 
 
 def _query_server(url, image, targets, k, where, only_region, no_edit, as_json, out,
-                  local_models) -> None:
-    """query --server: the same output as a local query, from a running server (no torch here)."""
+                  local_models, method=None) -> None:
+    """query --server: the same output as a local query, from a running server (no torch here);
+    --method names one of the server's methods (`GET /api/schema` lists them)."""
     from amgan_search.index.serve.client import Client, local_shape, save_answer
 
     if local_models:
         raise click.UsageError("--model, --device, --precision and --threads are the server's "
-                               "(amgan-search serve); drop them with --server")
+                               "(amgan-search serve); drop them with --server (--method names "
+                               "one of the server's methods)")
     if not targets and not no_edit:
         click.echo("no target attribute given: searching with the image as it is", err=True)
     if no_edit:
         targets, only_region = {}, None
     client = Client(url)
-    answer = client.query(image, targets, k=k, where=where, only_region=only_region)
+    answer = client.query(image, targets, k=k, where=where, only_region=only_region,
+                          method=method)
     edited_path = None
     if out is not None:
         from amgan_search.images import load_image
 
         edited_path = save_answer(client, answer, load_image(image), out, inputs=[image])
-    _print(answer.get("targets", {}), local_shape(answer), edited_path, as_json)
+    _print(answer.get("targets", {}), local_shape(answer), edited_path, as_json,
+           method=answer["method"])
 
 
 def _print(targets: dict, results: list[dict], edited_path: str | None, as_json: bool,
-           method: str | None = None) -> None:
+           method: str) -> None:
     """A query's answer, local or the server's: one JSON object {method, targets, edited,
     results}, or the table."""
     if as_json:
-        answer = {"method": method} if method is not None else {}
-        click.echo(json.dumps({**answer, "targets": targets, "edited": edited_path,
+        click.echo(json.dumps({"method": method, "targets": targets, "edited": edited_path,
                                "results": results}, indent=2))
     else:
         click.echo(_table(targets, results, edited_path))

@@ -66,7 +66,8 @@ class Method:
         return model_dir(self.editor_path or NAMED.get(self.name, (None, "amgan"))[1] or "amgan",
                          "editor")
 
-    def _encoder_dir(self) -> str | Path:
+    def encoder_dir(self) -> str | Path:
+        """The disentangled embedding's folder (the shipped `adde` by default)."""
         from amgan_search.registry import model_dir
 
         return model_dir(self.encoder_path or "adde", "encoder")
@@ -97,7 +98,7 @@ class Method:
             return PrototypeSpace(searcher, embedder)
         if self.kind not in ("feature", "hybrid"):
             return IndexSpace(searcher, embedder)
-        own = load_embedder(self._encoder_dir(), device=device)
+        own = load_embedder(self.encoder_dir(), device=device)
         where = space_index(searcher.dir, own, progress=progress)
         own_searcher = searcher if Path(where) == Path(searcher.dir) else Searcher(where)
         return MemorySpace(own_searcher, own, searcher.schema,
@@ -118,7 +119,7 @@ class Method:
         if self.kind in ("editor", "hybrid"):
             parts.append((self.editor_dir(), "editor"))
         if self.kind in ("feature", "hybrid"):
-            parts.append((self._encoder_dir(), "encoder"))
+            parts.append((self.encoder_dir(), "encoder"))
         for where, kind in parts:
             own = Schema.from_dict(model_config(where, kind)["schema"])
             try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -118,11 +118,16 @@ class Retriever:
         failure one warning line, and everything runs uncompiled. Returns whether compiled."""
         from amgan_search.device import compile_paths
 
+        self.compiled = compile_paths(self.compile_steps(batch_sizes), progress)
+        return self.compiled
+
+    def compile_steps(self, batch_sizes=(1,)) -> list:
+        """What `compile` compiles (`device.compile_paths` steps): the editor's networks when the
+        method edits pixels, then the embedder of its space."""
         steps = self.space.embedder.compile_steps(batch_sizes)
         if self.method.edits_pixels:
             steps = self.manipulator.compile_steps(batch_sizes) + steps
-        self.compiled = compile_paths(steps, progress)
-        return self.compiled
+        return steps
 
     def validate(self, targets: Mapping[str, str]) -> dict[str, str]:
         """Attribute names and values checked against the index's schema (UserError lists the valid ones)."""
@@ -136,18 +141,8 @@ class Retriever:
         return self.space.embedder.embed_image(image)
 
     def manipulate(self, vectors: np.ndarray, targets: Mapping[str, str]) -> np.ndarray:
-        """The vectors moved toward every target, in schema order (the method's space reads the
-        current values from the vectors themselves: a shopper's photo comes without labels)."""
-        space = self.space
-        if not space.manipulates or not targets:
-            return vectors
-        labels = space.read(vectors)
-        for name in (n for n in self.schema.names if n in targets):
-            j = self.schema.position(name)
-            value = self.schema.attributes[j].index(targets[name])
-            vectors = space.manipulate(vectors, labels, j, np.full(len(vectors), value))
-            labels[:, j] = value
-        return vectors
+        """The vectors moved toward every target, in schema order (`manipulate_rows`)."""
+        return manipulate_rows(self.space, self.schema, vectors, [targets] * len(vectors))
 
     def edit(self, image: np.ndarray, targets: Mapping[str, str], only_region: str | None = None):
         """(edited uint8, combined attention mask uint8 HxW or None).
@@ -217,3 +212,22 @@ class Retriever:
         sheet = contact_sheet(result.image, result.edited, result.mask, thumbs, result.targets)
         save_image(out / "contact.png", sheet, made_by="query")
         return edited_path
+
+
+def manipulate_rows(space, schema: Schema, vectors: np.ndarray,
+                    targets: Sequence[Mapping[str, str]]) -> np.ndarray:
+    """Each row of `vectors` moved toward its own targets in the method's `space`, attribute by
+    attribute in schema order, each step one `space.manipulate` over the rows that change that
+    attribute (a batch of queries answers as each query alone). The space reads the current
+    values from the vectors themselves: a shopper's photo comes without labels."""
+    if not space.manipulates or not any(targets):
+        return vectors
+    vectors = np.array(vectors, dtype=np.float32)
+    labels = space.read(vectors)
+    for j, attribute in enumerate(schema.attributes):
+        rows = [i for i, wanted in enumerate(targets) if attribute.name in wanted]
+        if rows:
+            values = np.array([attribute.index(targets[i][attribute.name]) for i in rows])
+            vectors[rows] = space.manipulate(vectors[rows], labels[rows], j, values)
+            labels[rows, j] = values
+    return vectors

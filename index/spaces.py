@@ -147,7 +147,7 @@ def space_index(base: str | Path, embedder, progress: bool = True) -> Path:
     info = load_info(base)
     if info["embedder"].get("digest") == embedder.digest:
         return base
-    sibling = base.with_name(f"{base.name}.{embedder.digest[:12]}")
+    sibling = sibling_dir(base, embedder.digest)
     if is_index(sibling) and _same_items(base, sibling):
         return sibling
     db = info.get("db")
@@ -159,6 +159,12 @@ def space_index(base: str | Path, embedder, progress: bool = True) -> Path:
               flush=True)
     build_index(db, sibling, embedder, workers=0, progress=progress, force=is_index(sibling))
     return sibling
+
+
+def sibling_dir(base: str | Path, digest: str) -> Path:
+    """Where `space_index` keeps the base index's catalog embedded by the embedder of `digest`."""
+    base = Path(base)
+    return base.with_name(f"{base.name}.{digest[:12]}")
 
 
 def _same_items(base: Path, sibling: Path) -> bool:

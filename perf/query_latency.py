@@ -1,22 +1,28 @@
-"""Query latency in a warm process: today's fp32 path against bf16 + channels_last and compiled.
+"""Query latency in a warm process: today's fp32 path against bf16 + channels_last and compiled,
+and another method's query beside AMGAN's (`--method`, e.g. adde).
 
 One run times, on the same 10,000-item index and query photo, each variant's stages (edit, embed,
-search, metadata) and the whole `Retriever.query`, interleaved so that drift on a shared machine
-hits all alike; each row gives p50 (p95 in the note) and the speed-up over the fp32 baseline (eager,
-the thread policy's count) measured in the same run. The variants: "fp32" (the baseline: bit for
-bit the plain networks), "bf16" (autocast and channels_last, forced even where the CPU lacks
-native bf16, so the cost of emulation shows), "compiled" (torch.compile with freezing, in the
-precision "auto" picks here), and, where torch's default thread count differs from the policy's,
-"fp32, torch default threads" (today's path before the thread policy) and "compiled, torch
-default threads". "top-10 identical" counts, over 100 rendered photos each edited toward a colour, the queries
-whose ten result ids are the fp32 baseline's, in order and as a set.
+manipulate, search, metadata: those its method has) and the whole `Retriever.query`, interleaved
+so that drift on a shared machine hits all alike; each row gives p50 (p95 in the note) and the
+speed-up over the fp32 baseline (the AMGAN query, eager, the thread policy's count) measured in
+the same run. The variants: "fp32" (the baseline: bit for bit the plain networks), "bf16"
+(autocast and channels_last, forced even where the CPU lacks native bf16, so the cost of
+emulation shows), "compiled" (torch.compile with freezing, in the precision "auto" picks here),
+and, where torch's default thread count differs from the policy's, "fp32, torch default threads"
+(today's path before the thread policy) and "compiled, torch default threads"; with
+`--method M`, "M (fp32)": the query by method M (`index.methods`), fp32 and eager as the
+baseline, over the same rows (a method with its own encoder, `adde` or the hybrid, searches an
+index of those rows embedded with it). "top-10 identical" counts, over 100 rendered photos each
+edited toward a colour, the queries whose ten result ids are the fp32 baseline's, in order and
+as a set (M's answers differ by design: timed, not compared).
 
 The index: the fp32 embeddings of 1,000 rendered catalog images, where the neighbours of a query
 come from, padded to 10,000 with random unit vectors (search cost depends on the count and
 dimension only). The shipped models when present, else untrained ones of the same shapes (cost
-does not depend on weights). `--tiny` leaves out the compiled variant (compiling takes minutes).
+does not depend on weights); `--method` names a shipped model or a folder (`index.methods`).
+`--tiny` leaves out the compiled variant (compiling takes minutes).
 
-    python perf/query_latency.py [--tiny] [--repeats 50] [--queries 100] [--json]
+    python perf/query_latency.py [--tiny] [--repeats 50] [--queries 100] [--method M] [--json]
 """
 
 from __future__ import annotations
@@ -29,9 +35,6 @@ from pathlib import Path
 import numpy as np
 
 from amgan_search.errors import UserError
-
-STAGES = ("edit", "embed", "search", "metadata", "whole query")
-
 
 def _models(tiny: bool):
     """(embedder, manipulator, note), fresh instances: shipped when present, else untrained (seeded,
@@ -75,8 +78,9 @@ def _photo(seed: int, size: int):
     return render(scene, size)[0], scene.attributes
 
 
-def _index(out: Path, embedder, n: int, real: int) -> None:
-    """`real` rendered images embedded in fp32, padded with random unit vectors to n rows."""
+def _index(out: Path, embedder, n: int, real: int, schema=None) -> None:
+    """`real` rendered images embedded in fp32, padded with random unit vectors to n rows, with
+    the attributes of `schema` (None: the default synthetic one)."""
     import pandas as pd
 
     from amgan_search.images import fit_square, to_tensor
@@ -84,19 +88,42 @@ def _index(out: Path, embedder, n: int, real: int) -> None:
     from amgan_search.index.index_dir import item_records
     from amgan_search.schema import DEFAULT_SCHEMA
 
+    schema = schema or DEFAULT_SCHEMA
     rng = np.random.default_rng(0)
     photos = [_photo(seed, embedder.size) for seed in range(real)]
     vectors = [embedder(to_tensor([fit_square(p, embedder.size)[0] for p, _ in photos[i:i + 64]]))
                for i in range(0, real, 64)]
     pad = rng.standard_normal((n - real, embedder.dim)).astype(np.float32)
     v = np.concatenate(vectors + [pad / np.linalg.norm(pad, axis=1, keepdims=True)])
-    labels = np.stack([rng.integers(0, len(a.values), n) for a in DEFAULT_SCHEMA.attributes], 1)
-    labels[:real] = [DEFAULT_SCHEMA.encode(attrs) for _, attrs in photos]
+    labels = np.stack([rng.integers(0, len(a.values), n) for a in schema.attributes], 1)
+    labels[:real] = [schema.encode({k: v for k, v in attrs.items() if k in schema.names})
+                     for _, attrs in photos]
     items = pd.DataFrame({"id": [f"item{i}" for i in range(n)],
                           "path": [f"/catalog/img/{i}.jpg" for i in range(n)],
                           "split": "train", "category": "top", "gender": rng.choice(["female", "male"], n)})
-    build_from_vectors(out, v, labels, item_records(items, labels, DEFAULT_SCHEMA),
-                       DEFAULT_SCHEMA, embedder.meta(), index_type="auto", progress=False)
+    build_from_vectors(out, v, labels, item_records(items, labels, schema),
+                       schema, embedder.meta(), index_type="auto", progress=False)
+
+
+def _method_retriever(spec: str, tmp: Path, base: Path, tiny: bool, n: int, real: int):
+    """(variant name, the Retriever of the method `spec`) timed beside AMGAN: fp32 and eager as
+    the baseline, over the base index, or, for a method with its own encoder (adde, the hybrid),
+    over an index of the same rows embedded with it."""
+    from amgan_search.index.embed import load_embedder
+    from amgan_search.index.methods import parse_method
+    from amgan_search.index.retrieve import Retriever
+
+    method = parse_method(spec)
+    embedder, index_dir = _models(tiny)[0], base
+    if method.kind in ("feature", "hybrid"):
+        embedder, index_dir = load_embedder(method.encoder_dir(), device="cpu"), tmp / "own"
+        _index(index_dir, embedder, n, real, embedder.model.schema)
+    r = Retriever(index_dir, embedder=embedder, method=method, device="cpu", precision="fp32",
+                  progress=False)
+    space = r.space  # loaded now, as a server loads it at start
+    about = (f"{method.kind} method; its space: {type(space).__name__}, "
+             f"{space.embedder.dim}-d at {space.embedder.size} px")
+    return f"{method.name} (fp32)", r, about
 
 
 def _retrievers(index_dir: Path, tiny: bool, threads: int, default_threads: int) -> tuple[dict, dict]:
@@ -169,12 +196,18 @@ def _agreement(retrievers: dict, queries: int) -> dict[str, tuple[float, float]]
 
 
 def _stages(r, photo, targets) -> dict:
+    """{stage: call} of the stages r's method has, then the whole query."""
     vec = r.embed_image(photo)
-    rows, scores = r.searcher.search(vec, 10)
-    return {"edit": lambda: r.edit(photo, targets), "embed": lambda: r.embed_image(photo),
-            "search": lambda: r.searcher.search(vec, 10),
-            "metadata": lambda: r.searcher.results(rows, scores),
-            "whole query": lambda: r.query(photo, targets, k=10)}
+    searcher = r.space.searcher
+    rows, scores = searcher.search(vec, 10)
+    stages = {"edit": lambda: r.edit(photo, targets)} if r.method.edits_pixels else {}
+    stages["embed"] = lambda: r.embed_image(photo)
+    if r.space.manipulates:
+        stages["manipulate"] = lambda: r.manipulate(vec, targets)
+    stages.update({"search": lambda: searcher.search(vec, 10),
+                   "metadata": lambda: searcher.results(rows, scores),
+                   "whole query": lambda: r.query(photo, targets, k=10)})
+    return stages
 
 
 def _time(retrievers: dict, repeats: int) -> dict:
@@ -183,7 +216,7 @@ def _time(retrievers: dict, repeats: int) -> dict:
 
     photo, _ = _photo(424242, 96)
     calls = {name: _stages(r, photo, {"color": "red"}) for name, (r, _) in retrievers.items()}
-    times = {name: {s: [] for s in STAGES} for name in retrievers}
+    times = {name: {s: [] for s in calls[name]} for name in retrievers}
     for rep in range(repeats + 1):  # the first round warms up: allocations, kernel choice, caches
         for name, (_, n) in retrievers.items():
             torch.set_num_threads(n)
@@ -196,7 +229,7 @@ def _time(retrievers: dict, repeats: int) -> dict:
 
 
 def run(tiny: bool = False, repeats: int | None = None, queries: int | None = None,
-        n: int = 10_000) -> list[dict]:
+        n: int = 10_000, method: str | None = None) -> list[dict]:
     import torch
 
     from amgan_search.device import native_bf16, set_torch_threads
@@ -212,6 +245,11 @@ def run(tiny: bool = False, repeats: int | None = None, queries: int | None = No
             _index(index_dir, embedder, n, real)
             retrievers, facts = _retrievers(index_dir, tiny, threads, default_threads)
             agree = _agreement({k: r for k, (r, n) in retrievers.items() if n == threads}, queries)
+            if method:  # another method's answers differ by design: timed, not compared
+                name, r, facts["about"] = _method_retriever(method, Path(tmp), index_dir, tiny,
+                                                            n, real)
+                retrievers[name] = (r, threads)
+                facts["method"] = name
             times = _time(retrievers, repeats)
     finally:
         torch.set_num_threads(default_threads)
@@ -228,18 +266,18 @@ def _rows(times: dict, agree: dict, facts: dict) -> list[dict]:
             f"native bf16: {'yes' if facts['native'] else 'no'}")
     rows = []
     for name in p:
-        for stage in STAGES:
-            p50, p95 = p[name][stage]
-            base = p["fp32"][stage][0]
+        about = f"{facts['about']}; " if name == facts.get("method") else ""
+        for stage, (p50, p95) in p[name].items():
             row = {"measure": f"{name}: {stage} p50", "value": round(p50, 3), "unit": "ms",
-                   "note": f"p95 {p95:.3f} ms; " + note}
-            if name != "fp32":
+                   "note": f"p95 {p95:.3f} ms; " + about + note}
+            if name != "fp32" and stage in p["fp32"]:
+                base = p["fp32"][stage][0]
                 row.update(baseline=f"fp32 {stage} p50 (speed-up)", baseline_value=round(base, 3),
                            ratio=round(base / p50, 3))
             rows.append(row)
         rows.append({"measure": f"{name}: whole query p95", "value": round(p[name]["whole query"][1], 3),
                      "unit": "ms"})
-    parts = sum(p["fp32"][s][0] for s in STAGES[:4])
+    parts = sum(v[0] for s, v in p["fp32"].items() if s != "whole query")
     rows.append({"measure": "fp32: whole query p50 vs sum of stage p50s",
                  "value": round(p["fp32"]["whole query"][0], 3), "unit": "ms",
                  "baseline": "sum of stages", "baseline_value": round(parts, 3),
@@ -255,9 +293,29 @@ def _rows(times: dict, agree: dict, facts: dict) -> list[dict]:
     return rows
 
 
+def main(argv=None) -> int:
+    import argparse
+
+    import json
+
+    from perf.run import format_table
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="toy sizes, seconds")
+    parser.add_argument("--repeats", type=int, default=None, help="queries timed per stage")
+    parser.add_argument("--queries", type=int, default=None,
+                        help="queries compared with fp32 for top-10 agreement")
+    parser.add_argument("--method", default=None,
+                        help="a method timed beside AMGAN's query: adde, prototype, hybrid, a "
+                             "model folder, NAME=DIR (index.methods)")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    args = parser.parse_args(argv)
+    rows = run(tiny=args.tiny, repeats=args.repeats, queries=args.queries, method=args.method)
+    print(json.dumps(rows, indent=2) if args.json else
+          format_table([{"benchmark": "query_latency", **r} for r in rows]))
+    return 0
+
+
 if __name__ == "__main__":  # `python -m perf.query_latency`, or the script: reach the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from perf.run import standalone
-
-    standalone(run, __doc__.splitlines()[0], repeats="queries timed per stage",
-               queries="queries compared with fp32 for top-10 agreement")
+    sys.exit(main())

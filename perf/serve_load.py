@@ -11,10 +11,16 @@ vs 1; p95 at 8 vs p50 at 1; memory at the end vs after the warm-up), and a phase
 sends bad requests (oversized, corrupt, unknown value) while 4 good clients keep querying: the
 bad ones must get their 413/400, the good ones 200.
 
+`--method M` (e.g. adde): the server offers AMGAN and M (`serve --methods amgan,M`), and each
+client count is also run with every query naming M, right after AMGAN's; M's rows give its p50,
+p95 and throughput against AMGAN's at the same count, in the same run. A method with its own
+encoder (adde, the hybrid) searches the synthetic index's rows as embedded by it, written where
+the server looks for them (`spaces.sibling_dir`), since a synthetic index has no catalog to embed.
+
 Bounded: a fixed number of requests, each with a timeout, the whole run under --max-seconds; the
 server is stopped at the end whatever happens. Only 127.0.0.1 is ever contacted.
 
-    python perf/serve_load.py [--tiny] [--index DIR --model DIR] [--queries 50]
+    python perf/serve_load.py [--tiny] [--index DIR --model DIR] [--method M] [--queries 50]
         [--clients 1,4,8] [--threads N] [--workers N] [--max-batch N] [--no-compile] [--json]
 """
 
@@ -67,23 +73,43 @@ def _models(root: Path, tiny: bool) -> tuple[str | None, object]:
     return str(root / "gan"), load_embedder(root / "cam", device="cpu")
 
 
-def synthetic_index(out: Path, embedder, n: int, seed: int = 0) -> None:
-    """n random unit vectors with random attributes, recorded as built by `embedder`."""
+def synthetic_index(out: Path, embedder, n: int, seed: int = 0, schema=None) -> None:
+    """n random unit vectors with random attributes of `schema` (None: the default synthetic
+    one), recorded as built by `embedder`; the same items and labels for any embedder."""
     import pandas as pd
 
     from amgan_search.index.build import build_from_vectors
     from amgan_search.index.index_dir import item_records
     from amgan_search.schema import DEFAULT_SCHEMA
 
+    schema = schema or DEFAULT_SCHEMA
     rng = np.random.default_rng(seed)
-    v = rng.standard_normal((n, embedder.dim), dtype=np.float32)
-    v /= np.linalg.norm(v, axis=1, keepdims=True)
-    labels = np.stack([rng.integers(0, len(a.values), n) for a in DEFAULT_SCHEMA.attributes], 1)
+    labels = np.stack([rng.integers(0, len(a.values), n) for a in schema.attributes], 1)
     items = pd.DataFrame({"id": [f"item{i}" for i in range(n)],
                           "path": [f"img/{i}.png" for i in range(n)], "split": "train",
                           "category": "top", "gender": rng.choice(["female", "male"], n)})
-    build_from_vectors(out, v, labels, item_records(items, labels, DEFAULT_SCHEMA),
-                       DEFAULT_SCHEMA, embedder.meta(), index_type="auto")
+    v = rng.standard_normal((n, embedder.dim), dtype=np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    build_from_vectors(out, v, labels, item_records(items, labels, schema), schema,
+                       embedder.meta(), index_type="auto")
+
+
+def synthetic_indexes(out: Path, embedder, n: int, method: str | None) -> None:
+    """The synthetic index, and for a method with its own encoder its rows as that encoder's
+    index beside it, both over the synthetic attributes the models name."""
+    from amgan_search.index.embed import load_embedder
+    from amgan_search.index.methods import parse_method
+    from amgan_search.index.spaces import sibling_dir
+    from amgan_search.schema import DEFAULT_SCHEMA, SYNTHETIC_ATTRIBUTES, synthetic_schema
+
+    chosen = parse_method(method) if method else None
+    own = (load_embedder(chosen.encoder_dir(), device="cpu")
+           if chosen and chosen.kind in ("feature", "hybrid") else None)
+    names = set(DEFAULT_SCHEMA.names) | set(own.model.schema.names if own else ())
+    schema = synthetic_schema([a for a in SYNTHETIC_ATTRIBUTES if a in names])
+    synthetic_index(out, embedder, n, schema=schema)
+    if own is not None:
+        synthetic_index(sibling_dir(out, own.digest), own, n, schema=schema)
 
 
 def photos(count: int = 8, size: int = 128) -> list[bytes]:
@@ -101,12 +127,15 @@ def photos(count: int = 8, size: int = 128) -> list[bytes]:
     return out
 
 
-def query_bodies(schema: dict, pictures: list[bytes]) -> list[tuple[bytes, str]]:
-    """Multipart bodies: each photo with a target color (in turn), k=10."""
+def query_bodies(schema: dict, pictures: list[bytes], method: str | None = None
+                 ) -> list[tuple[bytes, str]]:
+    """Multipart bodies: each photo with a target color (in turn), k=10; by `method` (None: the
+    server's default)."""
     from amgan_search.index.serve.client import multipart
 
     name, values = next(iter(schema.items()))
-    return [multipart({"targets": json.dumps({name: values[i % len(values)]}), "k": "10"},
+    by = {"method": method} if method else {}
+    return [multipart({**by, "targets": json.dumps({name: values[i % len(values)]}), "k": "10"},
                       {"image": (f"q{i}.png", data)}) for i, data in enumerate(pictures)]
 
 
@@ -258,15 +287,17 @@ def bad_phase(port: int, bodies, bad, queries: int, deadline: float) -> dict:
 def run(tiny: bool = False, queries: int | None = None, clients: tuple[int, ...] = (1, 4, 8),
         index: str | None = None, model: str | None = None, threads: int | None = None,
         compile: bool = True, n: int = 10_000, max_seconds: float = 1200.0,
-        workers: int | None = None, max_batch: int | None = None) -> list[dict]:
+        workers: int | None = None, max_batch: int | None = None,
+        method: str | None = None) -> list[dict]:
     queries = queries or (4 if tiny else 50)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="amgan-search-load-") as tmp:
         if index is None:
             model, embedder = _models(Path(tmp), tiny)
             index = Path(tmp) / "index"
-            synthetic_index(index, embedder, 300 if tiny else n)
+            synthetic_indexes(index, embedder, 300 if tiny else n, method)
         from amgan_search.index.index_dir import load_info
+        from amgan_search.index.methods import parse_method
         from amgan_search.index.serve.app import public
 
         schema = load_info(index)["schema"]
@@ -274,6 +305,12 @@ def run(tiny: bool = False, queries: int | None = None, clients: tuple[int, ...]
         bodies = query_bodies(schema, pictures)
         extra = (["--workers", str(workers)] if workers else []) + (
             ["--max-batch", str(max_batch)] if max_batch else [])
+        named = parse_method(method).name if method else None
+        if method:  # AMGAN (the default) and the method: each query names one
+            gan = f"amgan={model}" if model else "amgan"
+            extra += ["--methods", f"{gan},{method}"]
+            model = None
+        own_bodies = query_bodies(schema, pictures, named) if method else None
         server = ServerProcess(Path(index), model, threads, compile and not tiny,
                                start_timeout=max_seconds / 2, extra=tuple(extra))
         # the server's own words, each absolute path cut to its last name as the server cuts them
@@ -285,12 +322,15 @@ def run(tiny: bool = False, queries: int | None = None, clients: tuple[int, ...]
             rss_start = server.rss_mb()
             # An untimed warm-up round at the highest concurrency: the HTTP stack's first requests,
             # its thread pool and their allocator arenas settle, so before -> after shows growth.
-            load_phase(server.port, bodies, max(clients), 2, deadline)
+            for warm in [bodies] + ([own_bodies] if own_bodies else []):
+                load_phase(server.port, warm, max(clients), 2, deadline)
             rss_before = server.rss_mb()
-            phases = []
+            phases, own_phases = [], []
             for c in clients:
                 phases.append(load_phase(server.port, bodies, c, queries, deadline))
                 phases[-1]["rss_mb"] = server.rss_mb()
+                if own_bodies:
+                    own_phases.append(load_phase(server.port, own_bodies, c, queries, deadline))
             bad = bad_phase(server.port, bodies, bad_bodies(schema, pictures[0]), queries, deadline)
             conn = http.client.HTTPConnection(HOST, server.port, timeout=30)
             healthy = request(conn, "GET", "/api/health")[0] == 200
@@ -299,7 +339,30 @@ def run(tiny: bool = False, queries: int | None = None, clients: tuple[int, ...]
         finally:
             server.stop()
     return rows(phases, bad, healthy, (rss_start, rss_before, rss_after), queries, tiny,
-                timed_out=time.monotonic() > started + max_seconds, setup=setup)
+                timed_out=time.monotonic() > started + max_seconds, setup=setup) + \
+        method_rows(named, own_phases, phases)
+
+
+def method_rows(name: str | None, own: list[dict], amgan: list[dict]) -> list[dict]:
+    """The method's phases against AMGAN's at the same client count (same run, same server)."""
+    out = []
+    for p, base in zip(own, amgan):
+        c = p["clients"]
+        out += [{"measure": f"{name}: {c} clients: p50 latency", "value": round(p["p50_ms"], 1),
+                 "unit": "ms", "baseline": f"amgan p50 at {c} (speed-up)",
+                 "baseline_value": round(base["p50_ms"], 1),
+                 "ratio": round(base["p50_ms"] / p["p50_ms"], 2)},
+                {"measure": f"{name}: {c} clients: p95 latency", "value": round(p["p95_ms"], 1),
+                 "unit": "ms", "baseline": f"amgan p95 at {c} (speed-up)",
+                 "baseline_value": round(base["p95_ms"], 1),
+                 "ratio": round(base["p95_ms"] / p["p95_ms"], 2)},
+                {"measure": f"{name}: {c} clients: throughput",
+                 "value": round(p["throughput_qps"], 2), "unit": "q/s",
+                 "baseline": f"amgan at {c}", "baseline_value": round(base["throughput_qps"], 2),
+                 "ratio": round(p["throughput_qps"] / base["throughput_qps"], 2)},
+                {"measure": f"{name}: {c} clients: failed requests",
+                 "value": p["failed"] + p["planned"] - p["sent"], "unit": ""}]
+    return out
 
 
 def rows(phases, bad, healthy, rss, queries, tiny, timed_out,
@@ -353,6 +416,9 @@ def main(argv=None) -> int:
     parser.add_argument("--clients", default="1,4,8", help="client counts, comma-separated")
     parser.add_argument("--index", default=None, help="index folder [a synthetic 10,000-item one]")
     parser.add_argument("--model", default=None, help="manipulator folder [the shipped AMGAN]")
+    parser.add_argument("--method", default=None,
+                        help="a method also timed, beside AMGAN: adde, prototype, hybrid, a model "
+                             "folder, NAME=DIR (index.methods)")
     parser.add_argument("--threads", type=int, default=None, help="the server's --threads")
     parser.add_argument("--no-compile", action="store_true", help="the server's --no-compile")
     parser.add_argument("--workers", type=int, default=None, help="the server's --workers")
@@ -364,7 +430,8 @@ def main(argv=None) -> int:
     result = run(tiny=args.tiny, queries=args.queries,
                  clients=tuple(int(c) for c in args.clients.split(",")), index=args.index,
                  model=args.model, threads=args.threads, compile=not args.no_compile,
-                 max_seconds=args.max_seconds, workers=args.workers, max_batch=args.max_batch)
+                 max_seconds=args.max_seconds, workers=args.workers, max_batch=args.max_batch,
+                 method=args.method)
     from perf.run import print_rows
 
     print_rows("serve_load", result, args.json)

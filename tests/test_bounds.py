@@ -76,7 +76,7 @@ ANSWERS = {
     "no results": (json.dumps({"targets": {}}).encode(), "no results list"),
     "targets not strings": (json.dumps({"targets": {"color": [1]}, "results": []}).encode(),
                             "targets is not an object of strings"),
-    "an edit that is no picture": (json.dumps({"results": [],
+    "an edit that is no picture": (json.dumps({"method": "amgan", "results": [],
                                                "edited": "data:image/png;base64,AAAA"}).encode(),
                                    "the edited picture: not a picture"),
     "HTML": (b"<html>hello</html>", "not valid JSON"),

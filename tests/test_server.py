@@ -10,6 +10,7 @@ import struct
 import threading
 import time
 import zlib
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -65,11 +66,16 @@ def post_query(client, image_path=None, **fields):
 
 def test_health_and_schema_describe_the_loaded_index(setup):
     c = setup["client"]
-    assert c.get("/api/health").json() == {"status": "ok", "items": 24, "model": str(setup["gan"]),
-                                           "compiled": False, "device": "cpu"}
+    assert c.get("/api/health").json() == {"status": "ok", "items": 24, "methods": ["gan"],
+                                           "default_method": "gan", "compiled": False,
+                                           "device": "cpu"}
     schema = c.get("/api/schema").json()
     assert schema["attributes"] == {"color": ["red", "green", "blue"], "sleeve": ["long", "short"]}
-    assert schema["regions"] == []  # "sleeves" needs sleeve=sleeveless, which this schema lacks
+    # a GAN folder is a method named after the folder; "sleeves" needs sleeve=sleeveless, which
+    # this schema lacks, so the GAN offers no named region
+    assert schema["methods"] == [{"name": "gan", "kind": "editor", "edits_pixels": True,
+                                  "attributes": ["color", "sleeve"], "regions": []}]
+    assert schema["default_method"] == "gan"
     assert schema["filters"] == {"split": ["test", "train"]} and schema["k_max"] == 100
     assert "/api/query" in c.get("/openapi.json").json()["paths"]
     assert c.get("/docs").status_code == 200
@@ -102,6 +108,7 @@ def test_query_upload_answers_as_the_local_query(setup):
     local = Retriever(setup["index"], model=setup["gan"], device="cpu", precision="fp32").query(
         load_image(setup["image"]), {"color": "blue"}, k=4, where={"sleeve": "long"})
     assert body["targets"] == {"color": "blue"} and body["start"] == {"item_id": None}
+    assert body["method"] == "gan"
     # the local results less their paths: a server names no file of its own to a client
     assert [{k: v for k, v in r.items() if k != "image_url"} for r in body["results"]] == [
         {k: v for k, v in r.as_dict().items() if k != "path"} for r in local.results]
@@ -127,7 +134,7 @@ def test_edit_alone_returns_the_retrievers_edit(setup):
     edited, mask = Retriever(setup["index"], model=setup["gan"], device="cpu",
                              precision="fp32").edit(
         load_image(setup["image"]), {"sleeve": "long"})
-    assert body["targets"] == {"sleeve": "long"}
+    assert body["targets"] == {"sleeve": "long"} and body["method"] == "gan"
     assert np.array_equal(picture(body["edited"]), edited) and np.array_equal(picture(body["mask"]), mask)
 
 
@@ -248,12 +255,16 @@ def test_bad_items_page_and_unknown_route(setup):
 
 # ---------------------------------------------------------------- batching
 
-def jobs_of(image_a, image_b):
+def jobs_of(image_a, image_b, method="gan"):
     """Queries that edit different attributes, in different orders, regions, sizes, none."""
-    return [Job(image_a, {"color": "blue"}, k=5), Job(image_b, {"sleeve": "long"}, k=5),
-            Job(image_a, {"color": "red", "sleeve": "short"}, k=3, where={"split": "train"}),
-            Job(image_b, {}, k=5), Job(image_a, {"color": "green"}, "sleeve=short", k=5),
-            Job(image_b[:20], {"sleeve": "short", "color": "blue"}, "color=red", k=4)]
+    return [Job(image_a, {"color": "blue"}, k=5, method=method),
+            Job(image_b, {"sleeve": "long"}, k=5, method=method),
+            Job(image_a, {"color": "red", "sleeve": "short"}, k=3, where={"split": "train"},
+                method=method),
+            Job(image_b, {}, k=5, method=method),
+            Job(image_a, {"color": "green"}, "sleeve=short", k=5, method=method),
+            Job(image_b[:20], {"sleeve": "short", "color": "blue"}, "color=red", k=4,
+                method=method)]
 
 
 def test_batched_edits_are_bitwise_the_single_edits(setup):
@@ -267,20 +278,27 @@ def test_batched_edits_are_bitwise_the_single_edits(setup):
         assert np.array_equal(edited, alone) and np.array_equal(mask, alone_mask)
 
 
+def assert_answered_alike(got, want) -> None:
+    """A batch's outcome of a job against the query alone (`QueryResult`): the same method,
+    targets, results and pictures."""
+    assert got.method == want.method and got.targets == want.targets
+    assert [h.id for h in got.results] == [h.id for h in want.results]
+    # the embedder's batched forward may change the last float bits (see batch_query)
+    assert [h.score for h in got.results] == pytest.approx([h.score for h in want.results],
+                                                           abs=1e-5)
+    assert (got.edited is None) == (want.edited is None)
+    if got.edited is not None:
+        assert np.array_equal(got.edited, want.edited) and np.array_equal(got.mask, want.mask)
+
+
 def test_a_batch_answers_each_query_as_the_retriever_does_alone(setup):
     r = setup["service"].retriever
     a, b = load_image(setup["image"]), load_image(setup["root"] / "catalog" / "img" / "9.png")
     jobs = jobs_of(a, b)
-    for job, got in zip(jobs, run_jobs(r, jobs)):
+    for job, got in zip(jobs, run_jobs({"gan": r}, jobs)):
         want = r.query(job.image, job.targets, k=job.k, where=job.where, only_region=job.only_region)
-        assert got.targets == want.targets and got.batch == len(jobs)
-        assert [h.id for h in got.results] == [h.id for h in want.results]
-        # the embedder's batched forward may change the last float bits (see batch_query)
-        assert [h.score for h in got.results] == pytest.approx([h.score for h in want.results],
-                                                               abs=1e-5)
-        assert (got.edited is None) == (want.edited is None)
-        if got.edited is not None:
-            assert np.array_equal(got.edited, want.edited) and np.array_equal(got.mask, want.mask)
+        assert got.batch == len(jobs) and got.method == "gan"
+        assert_answered_alike(got, want)
 
 
 def test_concurrent_jobs_run_as_one_batch_and_a_bad_job_fails_alone():
@@ -354,16 +372,14 @@ def test_concurrent_http_queries_share_batches(setup, monkeypatch):
 
 # ---------------------------------------------------------------- query --server
 
-@pytest.fixture(scope="module")
-def live(setup):
-    """What `amgan-search serve` runs (default precision, as a local query), served by uvicorn on
-    127.0.0.1, a free port, in a thread; stopped at the end."""
+@contextmanager
+def over_http(service):
+    """A loaded service served by uvicorn on 127.0.0.1, a free port, in a thread: its URL;
+    stopped (and the service closed) at the end."""
     import uvicorn
 
     from amgan_search.index.serve.app import listen_socket
 
-    service = load_service(setup["index"], model=setup["gan"], threads=1, compile=False,
-                           max_batch=4, log=lambda _: None)
     sock = listen_socket("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -372,11 +388,21 @@ def live(setup):
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
     assert server.started
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
-    service.close()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+        service.close()
+
+
+@pytest.fixture(scope="module")
+def live(setup):
+    """What `amgan-search serve` runs (default precision, as a local query), over HTTP."""
+    with over_http(load_service(setup["index"], model=setup["gan"], threads=1, compile=False,
+                                max_batch=4, log=lambda _: None)) as url:
+        yield url
 
 
 def invoke(*args):

@@ -1,8 +1,10 @@
 """The shopper's page in a real browser: upload a blue top, ask for red, see k red results, and
-refine from a result (the next turn starts from that catalog item).
+refine from a result (the next turn starts from that catalog item); choose a feature-space
+method and get its results, with no edited picture and the page saying why.
 
 Debian's Chromium driven by Playwright (its own browser download cannot work here) against
-`amgan-search serve` over a small synthetic catalog indexed with the shipped models.
+`amgan-search serve --methods amgan,adde=RUN` over a small synthetic catalog indexed with the
+shipped models, RUN a disentangled embedding trained on it in seconds.
 `AMGAN_SEARCH_SCREENSHOT=docs/serve.png` also saves the page after the red query (the README's
 picture).
 """
@@ -42,7 +44,8 @@ def _free_port() -> int:
 
 
 def _index(root: Path) -> Path:
-    """240 synthetic items at 128 px, imported and indexed with the shipped embedder."""
+    """240 synthetic items at 128 px, imported and indexed with the shipped embedder, and a tiny
+    disentangled embedding (`train adde`) trained on them, in `root / "adde"`."""
     from click.testing import CliRunner
 
     from amgan_search.cli.main import cli
@@ -52,7 +55,10 @@ def _index(root: Path) -> Path:
              ["catalog", "import", "--format", "synthetic", root / "catalog", "--db", root / "cat.db",
               "--quiet"],
              ["index", "build", "--db", root / "cat.db", "--out", root / "index", "--workers", 0,
-              "--quiet", "--device", "cpu"]]
+              "--quiet", "--device", "cpu"],
+             ["train", "adde", "--db", root / "cat.db", "--out", root / "adde", "--views", 1,
+              "--encoder-epochs", 2, "--epochs", 2, "--batch-size", 64, "--threads", 1,
+              "--quiet"]]
     for args in steps:
         result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
         assert result.exit_code == 0, result.output
@@ -82,7 +88,8 @@ def server(tmp_path_factory):
     port = _free_port()
     log = root / "server.log"
     command = [sys.executable, "-m", "amgan_search.cli.main", "serve", "--index", str(index),
-               "--host", "127.0.0.1", "--port", str(port), "--threads", "1", "--no-compile"]
+               "--methods", f"amgan,adde={root / 'adde'}", "--host", "127.0.0.1", "--port",
+               str(port), "--threads", "1", "--no-compile"]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -253,3 +260,37 @@ def test_start_from_a_catalog_item(page, server):
     assert str(answer["start"]["item_id"]) == item and answer["edited"] is None
     # Unedited, the item finds itself first.
     expect(page.locator("#results .result").first).to_contain_text(f"item {item}")
+
+
+def test_choose_a_feature_method_and_get_its_results_without_an_edited_picture(page, tmp_path):
+    from playwright.sync_api import expect
+
+    method = page.get_by_label("Method", exact=True)
+    expect(method).to_have_value("amgan")  # the server's default, selected
+    assert method.locator("option").all_inner_texts() == ["amgan", "adde"]
+    method.select_option("adde")
+    expect(page.locator("#method-note")).to_contain_text("makes no picture")
+    expect(page.locator("#attributes input[name=region]")).to_have_count(0)  # no region to confine
+    page.get_by_label("color", exact=True).select_option("red")
+    page.locator("#photo").set_input_files(_blue_top(tmp_path))
+    page.get_by_label("Number of results").fill(str(K))
+    with page.expect_response("**/api/query") as got:
+        page.get_by_role("button", name="Search", exact=True).click()
+    answer = got.value.json()
+    # the server's default is amgan: an answer by adde is the page sending the method chosen
+    assert answer["method"] == "adde" and answer["targets"] == {"color": "red"}
+    assert answer["edited"] is None and answer["mask"] is None
+    expect(page.locator("#results .result")).to_have_count(K)
+    assert [item for item, _ in _shown(page)] == [str(r["id"]) for r in answer["results"]]
+    # no edit and no mask shown: the page says the method made no picture
+    expect(page.locator("#img-edited")).to_be_hidden()
+    expect(page.locator("#img-mask")).to_be_hidden()
+    expect(page.locator("#no-picture")).to_contain_text("No edited picture: adde searched")
+    expect(page.locator("#turns li").first).to_contain_text("by adde")
+    # back to the GAN: its edit and mask are shown again
+    method.select_option("amgan")
+    with page.expect_response("**/api/query") as again:
+        page.get_by_role("button", name="Search", exact=True).click()
+    assert again.value.json()["method"] == "amgan"
+    expect(page.locator("#img-edited")).to_be_visible()
+    expect(page.locator("#no-picture")).to_be_hidden()

@@ -1,14 +1,23 @@
 """`amgan-search serve`: one long-running process with the index and the models loaded once,
 answering a JSON API and the web page (index/serve/web, at / and /static/):
 
-  GET  /api/health                  status, item count, model, compiled, device
-  GET  /api/schema                  attributes and values, regions, metadata filters, k_max
+  GET  /api/health                  status, item count, methods, default method, compiled, device
+  GET  /api/schema                  attributes and values, the methods offered (what each edits,
+                                    whether it makes a picture, its regions) and the default,
+                                    metadata filters, k_max
   GET  /api/items?offset&limit      catalog items to start from
   GET  /api/items/{id}/image        an item's catalog image (PNG), by id only
-  POST /api/query                   image or item_id, targets, only_region, k, where -> the edit,
-                                    its mask and the top-k results
-  POST /api/edit                    image or item_id, targets, only_region -> the edit and mask
+  POST /api/query                   image or item_id, method, targets, only_region, k, where ->
+                                    the method that answered, the edit, its mask (none for a
+                                    method that moves vectors) and the top-k results
+  POST /api/edit                    image or item_id, method, targets, only_region -> the edit
+                                    and mask
   GET  /docs                        the OpenAPI page
+
+Each request names its method (`index.methods`: a GAN edits the pixels, `adde` moves the query's
+embedding, the hybrid does both) among those the server offers (`serve --methods`), or gets the
+server's default; every method's models are loaded, compiled and warmed up at start, and a batch
+runs each of its queries through its own method (`batch_query`).
 
 Stack: FastAPI on uvicorn. Both are widely used and well kept; FastAPI declares each endpoint's
 parameters once and derives the checks and the OpenAPI page from them, and its async request
@@ -49,7 +58,7 @@ from amgan_search.index.index_dir import StaleIndex
 from amgan_search.index.serve.answers import (EditAnswer, ErrorAnswer, Health, Items, QueryAnswer,
                                               SchemaAnswer)
 from amgan_search.index.serve.service import (ITEMS_LIMIT_MAX, K_MAX, MAX_UPLOAD_BYTES, WORK_SIDE,
-                                              NotFound, Service)
+                                              NotFound, Service, default_method)
 from amgan_search.io import parse_json
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -153,6 +162,8 @@ async def start_picture(service: Service, image: UploadFile | None, item_id: str
 TARGETS = 'a JSON object of target values by attribute, e.g. {"color": "red"}'
 REGION = "confine the edit to a named region (e.g. sleeves) or that of ATTR=VALUE"
 WHERE = 'a JSON object of metadata values results must have, e.g. {"split": "test"}'
+METHOD = "the method that answers, one of those GET /api/schema lists [default: the server's]"
+METHOD_CHARS = 200  # a method's name: a word or a folder's name
 
 
 def create_app(service: Service, web_dir: Path = WEB_DIR) -> FastAPI:
@@ -196,15 +207,17 @@ def create_app(service: Service, web_dir: Path = WEB_DIR) -> FastAPI:
     @app.post("/api/query", response_model=QueryAnswer, responses=ERRORS)
     async def query(image: UploadFile | None = File(None, description="the photo (or item_id)"),
                     item_id: str | None = Form(None, description="a catalog item to start from"),
+                    method: str | None = Form(None, max_length=METHOD_CHARS, description=METHOD),
                     targets: str = Form("{}", description=TARGETS),
                     only_region: str | None = Form(None, description=REGION),
                     k: int = Form(10, ge=1, le=K_MAX, description="results to return"),
                     where: str | None = Form(None, description=WHERE)) -> dict:
         started = time.perf_counter()
         with service.batcher.arriving():
+            service.retriever_of(method)  # an unknown method fails before the upload is decoded
             picture, start_id = await start_picture(service, image, item_id)
             job = service.job(picture, parse_object(targets, "targets"), only_region, k,
-                              parse_object(where, "where"))
+                              parse_object(where, "where"), method=method)
             future = service.batcher.submit(job)
         outcome = await asyncio.wrap_future(future)
         return await run_in_threadpool(service.query_body, job, start_id, outcome, started)
@@ -212,11 +225,14 @@ def create_app(service: Service, web_dir: Path = WEB_DIR) -> FastAPI:
     @app.post("/api/edit", response_model=EditAnswer, responses=ERRORS)
     async def edit(image: UploadFile | None = File(None, description="the photo (or item_id)"),
                    item_id: str | None = Form(None, description="a catalog item to start from"),
+                   method: str | None = Form(None, max_length=METHOD_CHARS, description=METHOD),
                    targets: str = Form("{}", description=TARGETS),
                    only_region: str | None = Form(None, description=REGION)) -> dict:
         with service.batcher.arriving():
+            service.retriever_of(method)
             picture, _ = await start_picture(service, image, item_id)
-            job = service.job(picture, parse_object(targets, "targets"), only_region, search=False)
+            job = service.job(picture, parse_object(targets, "targets"), only_region, search=False,
+                              method=method)
             future = service.batcher.submit(job)
         outcome = await asyncio.wrap_future(future)
         return await run_in_threadpool(service.edit_body, outcome)
@@ -270,48 +286,104 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 def load_service(index_dir, model=None, threads: int | None = None, compile: bool = True,
                  wait_ms: float = 5.0, max_batch: int = 16, precision: str = "auto",
-                 workers: int | None = None, log: Callable[[str], None] = print) -> Service:
-    """Load the index, the embedder and the editor once, compile them if asked, warm them up.
+                 workers: int | None = None, log: Callable[[str], None] = print,
+                 methods=None, default: str | None = None) -> Service:
+    """Load the index and every method's models once, compile them if asked, warm them up.
 
+    `methods`: a --methods spec or a list of them (`index.methods.parse_methods`; None: the GAN
+    folder `model` alone, else `methods.DEFAULT`); `default`: the method a request that names none
+    gets (None: the first). The methods share the index, its embedder and, where two use the same
+    GAN, its editor; a method with its own encoder gets its index built beside the base index on
+    first use (`spaces.space_index`), here at start, not during a request.
     Threads: `device.set_torch_threads` (--threads, else OMP_NUM_THREADS, else the policy's
     count for a server); batch workers (`batching`): one per core those threads leave, at most 4.
     Precision: bf16 where the CPU has it natively, else fp32 (`Retriever`)."""
-    from amgan_search.device import available_cores, pick_device, set_torch_threads
-    from amgan_search.index.retrieve import Retriever
+    from amgan_search.device import available_cores, compile_paths, pick_device, set_torch_threads
 
+    offered = _offered(methods, model)
+    default = default_method([m.name for m in offered], default)  # before minutes of loading
     n = set_torch_threads(threads, role="serve")
     workers = workers or max(1, min(4, available_cores() // n))
     start = time.perf_counter()
-    log(f"loading {index_dir} and the models ({n} torch thread{'s' if n != 1 else ''} in each "
-        f"of {workers} batch worker{'s' if workers != 1 else ''}) ...")
-    retriever = Retriever(index_dir, model=model, precision=precision)
-    retriever.manipulator  # loaded now, not at the first edit
-    log(f"loaded {retriever.searcher.count} items in {time.perf_counter() - start:.1f} s "
-        f"({retriever.precision})")
+    log(f"loading {index_dir} and the models of {', '.join(m.name for m in offered)} ({n} torch "
+        f"thread{'s' if n != 1 else ''} in each of {workers} batch worker"
+        f"{'s' if workers != 1 else ''}) ...")
+    retrievers = _retrievers(index_dir, offered, precision)
+    first = next(iter(retrievers.values()))
+    log(f"loaded {first.searcher.count} items in {time.perf_counter() - start:.1f} s "
+        f"({first.precision})")
     compiled = False
     if compile:
         log("compiling the models once (torch.compile; this can take a minute) ...")
         start = time.perf_counter()
         # Batch sizes 1 and 2: the second compilation is for any batch size the batcher makes.
-        compiled = retriever.compile(progress=log, batch_sizes=(1, 2))
+        compiled = compile_paths(_compile_steps(retrievers, (1, 2)), progress=log)
         log(f"compiled in {time.perf_counter() - start:.0f} s" if compiled else "running uncompiled")
-    service = Service(retriever, model_name=str(model or "amgan"), device=pick_device(retriever.device),
+    service = Service(retrievers, default=default, device=pick_device(first.device),
                       compiled=compiled, wait_s=wait_ms / 1000, max_batch=max_batch,
                       workers=workers)
     service.warm_up()
     return service
 
 
+def _offered(methods, model) -> list:
+    """The methods a server offers: `methods` (a spec or a list), or the GAN folder `model`
+    alone, or the default method."""
+    from amgan_search.index.methods import Method, parse_methods, resolve_method
+
+    if methods is not None and model is not None:
+        raise UserError("a GAN folder (model) and a list of methods both name what answers; "
+                        "give one")
+    if methods is None:
+        return [resolve_method(None, model)]
+    if isinstance(methods, str) or not all(isinstance(m, Method) for m in methods):
+        return parse_methods(methods)
+    return list(methods)
+
+
+def _retrievers(index_dir, methods, precision: str) -> dict:
+    """{name: Retriever} with every model loaded now, on one searcher and embedder; a GAN two
+    methods use (amgan and the hybrid) is loaded once."""
+    from amgan_search.index.retrieve import Retriever
+    from amgan_search.index.search import Searcher
+
+    searcher = Searcher(index_dir)
+    embedder = searcher.embedder()
+    editors: dict[str, object] = {}
+    out = {}
+    for method in methods:
+        gan = str(method.editor_dir()) if method.kind in ("editor", "hybrid") else None
+        r = Retriever(index_dir, searcher=searcher, embedder=embedder, precision=precision,
+                      method=method, manipulator=editors.get(gan), progress=True)
+        r.space  # the method's space now: an index of its own encoder is built here, once
+        if gan is not None:
+            editors[gan] = r.manipulator
+        out[method.name] = r
+    return out
+
+
+def _compile_steps(retrievers: dict, batch_sizes) -> list:
+    """Every network the methods run, once each (methods share the embedder and a GAN), named
+    with the first method that runs it."""
+    steps, seen = [], set()
+    for name, r in retrievers.items():
+        for label, path, calls in r.compile_steps(batch_sizes):
+            if id(path) not in seen:
+                seen.add(id(path))
+                steps.append((f"{label} ({name})", path, calls))
+    return steps
+
+
 def serve(index_dir, model=None, host: str = "127.0.0.1", port: int = 8000,
           threads: int | None = None, compile: bool = True, wait_ms: float = 5.0,
           max_batch: int = 16, workers: int | None = None,
-          log: Callable[[str], None] = print) -> None:
+          log: Callable[[str], None] = print, methods=None, default: str | None = None) -> None:
     """Run the server until interrupted."""
     import uvicorn
 
     sock = listen_socket(host, port)  # before the slow loading: a taken port fails at once
     service = load_service(index_dir, model, threads, compile, wait_ms, max_batch,
-                           workers=workers, log=log)
+                           workers=workers, log=log, methods=methods, default=default)
     try:
         app = create_app(service)
         bound = sock.getsockname()

@@ -1,16 +1,22 @@
 """The query pipeline over a batch of queries, each answered as `Retriever.query` answers it alone.
 
-Stage by stage, so that each model runs once per batch:
-- edit (`edit_many`): one fit to the generator's square per photo, one reading of the current
-  attributes for all, then the targets applied attribute by attribute in schema order, each step
-  one `Manipulator.edit_batch` call over the queries that edit that attribute (each row with its own
-  target value: the condition m is per row), and the region masks (`only_region`) likewise. The
-  editor's forward pass treats rows independently, so every edit and mask is the one the query
-  would get alone (the tests check them bitwise against `Manipulator.edit`);
-- embed (`embed_many`): the square fits stacked into one forward pass of the embedder. Summation
-  order in a batched convolution may change the last float bits (measured: up to 3e-8), so scores
-  agree with the unbatched query's to 1e-6 and the ranking is the same but for exact ties;
-- search: one FAISS call per distinct (k, where) in the batch, joined with the metadata.
+A batch may mix methods (`index.methods`): its jobs are grouped by method and each group runs
+through that method's editor and space (`run_method`), stage by stage, so that each model runs
+once per group:
+- edit (`edit_many`, methods that edit pixels): one fit to the generator's square per photo, one
+  reading of the current attributes for all, then the targets applied attribute by attribute in
+  schema order, each step one `Manipulator.edit_batch` call over the queries that edit that
+  attribute (each row with its own target value: the condition m is per row), and the region
+  masks (`only_region`) likewise. The editor's forward pass treats rows independently, so every
+  edit and mask is the one the query would get alone (the tests check them bitwise against
+  `Manipulator.edit`);
+- embed (`embed_many`): the square fits stacked into one forward pass of the space's embedder;
+  then, for a method that moves vectors (`prototype`, `adde`, the hybrid), each row moved toward
+  its own targets (`retrieve.manipulate_rows`, as `Retriever.query` moves one). Summation order in
+  a batched forward pass may change the last float bits (measured: up to 3e-8), so scores agree
+  with the unbatched query's to 1e-6 and the ranking is the same but for exact ties;
+- search: one FAISS call per distinct (k, where) in the group, in the space's index, joined with
+  the metadata.
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ import numpy as np
 
 from amgan_search.editors import REGION_THRESHOLD, combine_masks, compose
 from amgan_search.images import fit_square, to_tensor
+from amgan_search.index.retrieve import manipulate_rows
 from amgan_search.index.search import Hit
 
 
 @dataclass
 class Job:
-    """One query: the start photo (uint8 HxWx3), checked targets, and what to search."""
+    """One query: the start photo (uint8 HxWx3), checked targets, what to search, and the name of
+    the method that answers it."""
 
     image: np.ndarray
     targets: dict[str, str] = field(default_factory=dict)
@@ -36,24 +44,43 @@ class Job:
     k: int = 10
     where: dict[str, str] | None = None
     search: bool = True  # False: the edit alone
+    method: str = field(kw_only=True)
 
 
 @dataclass
 class Outcome:
-    """A job's answer: the edit and its combined mask (None unedited), targets applied, results."""
+    """A job's answer: the edit and its combined mask (None unedited), targets applied, results,
+    the method that answered."""
 
     edited: np.ndarray | None
     mask: np.ndarray | None
     targets: dict[str, str]
     results: list[Hit] | None
     timing_ms: dict[str, float]
+    method: str
     batch: int = 1
 
 
-def run_jobs(retriever, jobs: Sequence[Job]) -> list[Outcome]:
-    """Edit, embed and search a batch of jobs, one model pass per stage."""
+def run_jobs(retrievers: Mapping[str, object], jobs: Sequence[Job]) -> list[Outcome]:
+    """A batch of jobs, each group of one method through its retriever (`run_method`); the
+    outcomes in the jobs' order. `retrievers`: {method name: `Retriever`}."""
+    groups: dict[str, list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault(job.method, []).append(i)
+    out: list = [None] * len(jobs)
+    for name, rows in groups.items():
+        for i, outcome in zip(rows, run_method(retrievers[name], [jobs[i] for i in rows])):
+            outcome.batch = len(jobs)
+            out[i] = outcome
+    return out
+
+
+def run_method(retriever, jobs: Sequence[Job]) -> list[Outcome]:
+    """Edit, embed (and move) and search jobs of the retriever's method, one model pass per
+    stage. timing_ms: the stages of this group (moving the vectors counts in "embed")."""
     t0 = time.perf_counter()
-    editing = [i for i, j in enumerate(jobs) if j.targets]
+    method, space = retriever.method, retriever.space
+    editing = [i for i, j in enumerate(jobs) if j.targets and method.edits_pixels]
     edits: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
     if editing:
         done = edit_many(retriever.manipulator, [jobs[i].image for i in editing],
@@ -62,14 +89,19 @@ def run_jobs(retriever, jobs: Sequence[Job]) -> list[Outcome]:
     t1 = time.perf_counter()
     searching = [i for i, j in enumerate(jobs) if j.search]
     pictures = [edits[i][0] if i in edits else jobs[i].image for i in searching]
-    vectors = embed_many(retriever.embedder, pictures) if pictures else None
+    vectors = None
+    if pictures:
+        vectors = manipulate_rows(space, retriever.schema, embed_many(space.embedder, pictures),
+                                  [jobs[i].targets for i in searching])
     t2 = time.perf_counter()
-    results = search_many(retriever.searcher, vectors, [jobs[i] for i in searching])
+    results = search_many(space.searcher, vectors, [jobs[i] for i in searching])
     t3 = time.perf_counter()
     timing = {"edit": (t1 - t0) * 1e3, "embed": (t2 - t1) * 1e3, "search": (t3 - t2) * 1e3}
     found = dict(zip(searching, results))
-    return [Outcome(*(edits.get(i) or (None, None)), dict(job.targets) if i in edits else {},
-                    found.get(i), dict(timing), len(jobs))
+    moved = {i for i in searching if space.manipulates}
+    return [Outcome(*(edits.get(i) or (None, None)),
+                    dict(job.targets) if i in edits or i in moved else {}, found.get(i),
+                    dict(timing), method.name, len(jobs))
             for i, job in enumerate(jobs)]
 
 

@@ -89,12 +89,16 @@ class Client:
         return _json(self._open(path, body, content_type), self.url)
 
     def query(self, image: str | Path, targets: Mapping[str, str], k: int = 10,
-              where: Mapping[str, str] | None = None, only_region: str | None = None) -> dict:
-        """POST /api/query with an image file: the server's JSON answer."""
+              where: Mapping[str, str] | None = None, only_region: str | None = None,
+              method: str | None = None) -> dict:
+        """POST /api/query with an image file: the server's JSON answer (`method`: one the
+        server offers, by name; None: its default)."""
         path = Path(image)
         if not path.is_file():
             raise UserError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
         fields = {"targets": json.dumps(dict(targets)), "k": str(k)}
+        if method:
+            fields["method"] = method
         if where:
             fields["where"] = json.dumps(dict(where))
         if only_region:
@@ -131,7 +135,7 @@ def _is_number(v) -> bool:
 def check_answer(answer, url: str) -> dict:
     """A /api/query answer of the shape amgan-search sends, or a one-line UserError naming the
     first thing that is not: targets, pictures as PNG data URLs, results with rank, id, score,
-    attributes and the URL of their image."""
+    attributes and the URL of their image, the method that answered."""
     if not isinstance(answer, dict):
         raise _not_ours(url, f"a JSON {type(answer).__name__}, not an object")
     targets = answer.get("targets", {})
@@ -150,6 +154,8 @@ def check_answer(answer, url: str) -> dict:
                 and isinstance(r.get("attributes"), dict)
                 and isinstance(r.get("image_url"), str) and r["image_url"].startswith("/api/")):
             raise _not_ours(url, f"result {n} lacks a rank, id, score, attributes or image_url")
+    if not isinstance(answer.get("method"), str) or not answer["method"]:
+        raise _not_ours(url, "no method named")
     return answer
 
 

@@ -1,11 +1,13 @@
-"""What `amgan-search serve` holds and answers, apart from HTTP: the loaded retriever, the
-micro-batcher that owns its models, the request checks and the JSON bodies of the API.
+"""What `amgan-search serve` holds and answers, apart from HTTP: one loaded retriever per method
+offered (`index.methods`; they share the index, its embedder and a GAN two methods both use), the
+micro-batcher that owns their models, the request checks and the JSON bodies of the API.
 
 Every check a request can fail runs here, in the request's own thread, before the job is queued:
-targets and values against the index's schema and the editor's, the region, `k`, the `where`
-filter, and the upload through the project's one image loader. So a batch holds only valid jobs
-and a bad request is a one-line `UserError` (400; `NotFound` 404) that never reaches the models.
-Item images are found by item id only, through the index's metadata and the catalog DB.
+the method among those offered, targets and values against the index's schema, the attributes
+the method edits and its editor's, the region, `k`, the `where` filter, and the upload through
+the project's one image loader. So a batch holds only valid jobs and a bad request is a one-line
+`UserError` (400; `NotFound` 404) that never reaches the models. Item images are found by item id
+only, through the index's metadata and the catalog DB.
 """
 
 from __future__ import annotations
@@ -80,18 +82,30 @@ def image_url(item_id: Any) -> str:
 
 
 class Service:
-    """The loaded index and models, the batcher that runs them, and the API's answers."""
+    """The loaded index and methods, the batcher that runs them, and the API's answers.
 
-    def __init__(self, retriever, model_name: str = "amgan", device: str = "cpu",
-                 compiled: bool = False, wait_s: float = 0.005, max_batch: int = 16,
-                 workers: int = 1):
-        self.retriever = retriever
-        self.model_name, self.device, self.compiled = model_name, device, compiled
-        self.batcher = MicroBatcher(lambda jobs: run_jobs(retriever, jobs), wait_s, max_batch,
-                                    workers)
-        self.filters = metadata_filters(retriever.searcher)
+    `retrievers`: {method name: `Retriever`} in the order offered, each with its models loaded;
+    `default`: the method a request that names none gets (None: the first)."""
+
+    def __init__(self, retrievers: Mapping[str, Any], default: str | None = None,
+                 device: str = "cpu", compiled: bool = False, wait_s: float = 0.005,
+                 max_batch: int = 16, workers: int = 1):
+        self.retrievers = dict(retrievers)
+        self.default = default_method(list(self.retrievers), default)
+        self.device, self.compiled = device, compiled
+        # what each method edits, from its models' config files (a model of attributes the
+        # index lacks is refused here, before anything is served)
+        self.editable = {name: r.method.editable(r.schema) for name, r in self.retrievers.items()}
+        self.batcher = MicroBatcher(lambda jobs: run_jobs(self.retrievers, jobs), wait_s,
+                                    max_batch, workers)
+        self.filters = metadata_filters(self.retriever.searcher)
         self._catalog_lock = threading.Lock()  # one SQLite connection for the catalog DB
         self.decoding = PixelBudget(DECODE_PIXELS)  # uploads' pixels decoded at once
+
+    @property
+    def retriever(self):
+        """The default method's retriever: the index, its schema and the catalog's images."""
+        return self.retrievers[self.default]
 
     @property
     def searcher(self):
@@ -100,24 +114,43 @@ class Service:
     def close(self) -> None:
         self.batcher.close()
 
+    def retriever_of(self, name: str | None):
+        """The retriever of the method `name` (None or blank: the default); a one-line UserError
+        naming the methods offered for any other."""
+        name = name.strip() if name and name.strip() else self.default
+        if name not in self.retrievers:
+            raise UserError(f"unknown method {name!r}; valid: {', '.join(self.retrievers)}")
+        return self.retrievers[name]
+
     # -- descriptions ------------------------------------------------------------------------------
 
     def health(self) -> dict:
-        return {"status": "ok", "items": self.searcher.count, "model": self.model_name,
-                "compiled": self.compiled, "device": self.device}
+        return {"status": "ok", "items": self.searcher.count, "methods": list(self.retrievers),
+                "default_method": self.default, "compiled": self.compiled, "device": self.device}
 
     def schema(self) -> dict:
-        return {"attributes": self.retriever.schema.to_dict(), "regions": self.regions(),
-                "filters": self.filters, "k_max": K_MAX}
+        return {"attributes": self.retriever.schema.to_dict(), "methods": self.methods(),
+                "default_method": self.default, "filters": self.filters, "k_max": K_MAX}
 
-    def regions(self) -> list[str]:
-        """The named regions (`editors.REGION_ALIASES`) the editor's schema can make."""
+    def methods(self) -> list[dict]:
+        """Each method offered: its name and kind, whether it makes a picture (an edit and its
+        mask), the attributes it edits and the regions it can confine an edit to."""
+        return [{"name": name, "kind": r.method.kind, "edits_pixels": r.method.edits_pixels,
+                 "attributes": self.editable[name], "regions": self.regions(r)}
+                for name, r in self.retrievers.items()]
+
+    @staticmethod
+    def regions(retriever) -> list[str]:
+        """The named regions (`editors.REGION_ALIASES`) the method's editor can make: none for a
+        method that edits no pixels."""
         from amgan_search.editors import REGION_ALIASES
 
+        if not retriever.method.edits_pixels:
+            return []
         out = []
         for name in REGION_ALIASES:
             try:
-                self.retriever.manipulator.parse_region(name)
+                retriever.manipulator.parse_region(name)
                 out.append(name)
             except UserError:
                 pass
@@ -153,21 +186,33 @@ class Service:
     # -- checks -------------------------------------------------------------------------------------
 
     def job(self, image: np.ndarray, targets: Mapping[str, str], only_region: str | None = None,
-            k: int = 10, where: Mapping[str, str] | None = None, search: bool = True) -> Job:
+            k: int = 10, where: Mapping[str, str] | None = None, search: bool = True,
+            method: str | None = None) -> Job:
         """A checked job, or a one-line UserError naming the valid choices (k's bounds, 1..K_MAX,
         are the app's to declare)."""
-        targets = self.retriever.validate(targets)
-        if targets:
-            self.retriever.manipulator.check_targets(targets)
+        retriever = self.retriever_of(method)
+        name = retriever.method.name
+        targets = retriever.validate(targets)
+        lacking = [a for a in targets if a not in self.editable[name]]
+        if lacking:
+            raise UserError(f"the method {name!r} cannot edit {', '.join(lacking)}; it edits "
+                            + ", ".join(self.editable[name]))
+        pixels = retriever.method.edits_pixels
+        if not search and not pixels:
+            raise UserError(f"the method {name!r} edits no pixels: it has no picture to show")
+        if targets and pixels:
+            retriever.manipulator.check_targets(targets)
         elif not search:
-            raise UserError("no target attribute given; valid: "
-                            + ", ".join(self.retriever.schema.names))
+            raise UserError("no target attribute given; valid: " + ", ".join(self.editable[name]))
         if only_region:
             if not targets:
                 raise UserError("only_region needs a target attribute to edit")
-            self.retriever.manipulator.parse_region(only_region)
+            if not pixels:
+                raise UserError(f"only_region: the method {name!r} edits no pixels, so it has no "
+                                "region to confine the edit to")
+            retriever.manipulator.parse_region(only_region)
         return Job(shrink(image, WORK_SIDE), targets, only_region or None, k,
-                   self.check_where(where), search)
+                   self.check_where(where), search, method=name)
 
     def check_where(self, where: Mapping[str, str] | None) -> dict[str, str] | None:
         """Metadata filters: known fields, and values from the field's menu where it has one."""
@@ -189,18 +234,23 @@ class Service:
     # -- answers ------------------------------------------------------------------------------------
 
     def warm_up(self) -> None:
-        """Run what a busy server runs before the first client: a query alone, two together and
-        full batches, on as many threads at once as there are workers, with a photo-sized
-        picture. First-call allocations, every thread's allocator arenas and the buffers of the
-        largest batches are made now (and a compiled model's dynamic shapes), so the memory the
-        server holds from here on is its working set."""
-        first = self.retriever.schema.attributes[0]
+        """Run what a busy server runs before the first client: for each method, a query alone,
+        two together and full batches, on as many threads at once as there are workers, with a
+        photo-sized picture. First-call allocations, every thread's allocator arenas and the
+        buffers of the largest batches are made now (and a compiled model's dynamic shapes), so
+        the memory the server holds from here on is its working set."""
         image = np.random.default_rng(0).integers(0, 256, (512, 384, 3), dtype=np.uint8)
-        job = Job(image, {first.name: first.values[0]}, None, 10, None, True)
+        schema = self.retriever.schema
+        jobs = []
+        for name, editable in self.editable.items():
+            first = schema.attribute(editable[0]) if editable else None
+            jobs.append(Job(image, {first.name: first.values[0]} if first else {}, None, 10,
+                            None, True, method=name))
 
         def busy():
-            for size in sorted({1, 2, self.batcher.max_batch}):
-                run_jobs(self.retriever, [job] * size)
+            for job in jobs:
+                for size in sorted({1, 2, self.batcher.max_batch}):
+                    run_jobs(self.retrievers, [job] * size)
 
         threads = [threading.Thread(target=busy) for _ in range(self.batcher.workers)]
         for t in threads:
@@ -210,22 +260,36 @@ class Service:
 
     def query_body(self, job: Job, start_id: Any, outcome: Outcome, started: float) -> dict:
         """The answer to POST /api/query. timing_ms: edit, embed and search are the stages of the
-        batch the query ran in; total is the request's own time in the server until this answer
-        (upload decoding, queueing and picture encoding included)."""
+        batch the query ran in (its queries of the same method); total is the request's own time
+        in the server until this answer (upload decoding, queueing and picture encoding
+        included)."""
         # ids and URLs only: a result's path is where the server keeps the file
         results = [{**{k: v for k, v in r.as_dict().items() if k != "path"},
                     "image_url": image_url(r.id)} for r in outcome.results or []]
         timing = {k: round(v, 2) for k, v in outcome.timing_ms.items()}
-        body = {"targets": outcome.targets, "start": {"item_id": start_id},
-                "image": data_url(job.image), "edited": data_url(outcome.edited),
-                "mask": data_url(outcome.mask), "results": results, "timing_ms": timing}
+        body = {"method": outcome.method, "targets": outcome.targets,
+                "start": {"item_id": start_id}, "image": data_url(job.image),
+                "edited": data_url(outcome.edited), "mask": data_url(outcome.mask),
+                "results": results, "timing_ms": timing}
         timing["total"] = round((time.perf_counter() - started) * 1e3, 2)
         return body
 
     @staticmethod
     def edit_body(outcome: Outcome) -> dict:
-        return {"targets": outcome.targets, "edited": data_url(outcome.edited),
-                "mask": data_url(outcome.mask)}
+        return {"method": outcome.method, "targets": outcome.targets,
+                "edited": data_url(outcome.edited), "mask": data_url(outcome.mask)}
+
+
+def default_method(names: list[str], default: str | None) -> str:
+    """The method a request that names none gets: `default` (one of `names`), else the first."""
+    if not names:
+        raise UserError("no method to answer queries with")
+    if default is None:
+        return names[0]
+    if default not in names:
+        raise UserError(f"the default method {default!r} is not one of those offered: "
+                        + ", ".join(names))
+    return default
 
 
 def metadata_filters(searcher) -> dict[str, list[str]]:

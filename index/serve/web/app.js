@@ -1,10 +1,19 @@
 // The shopper's page: one form builds a POST /api/query, the answer fills the edit, the results
-// and the list of turns. Choosing a result starts the next turn from that catalog item.
+// and the list of turns. Choosing a result starts the next turn from that catalog item. The
+// method that answers is chosen among those the server offers (GET /api/schema).
 "use strict";
 
 const PAGE_SIZE = 12;
 const $ = (selector) => document.querySelector(selector);
-const state = { schema: null, start: null, turns: [], busy: false, offset: 0 };
+const state = { schema: null, methods: {}, start: null, turns: [], busy: false, offset: 0 };
+// What each kind of method does with the photo (index/methods.py).
+const KINDS = {
+  real: "Searches with the photo as it is.",
+  editor: "A GAN edits the photo toward the chosen values; the edit is searched.",
+  prototype: "Moves the photo's embedding by the catalog's mean for each value; it makes no picture.",
+  feature: "Moves the photo's embedding with its attribute memory; it makes no picture.",
+  hybrid: "A GAN's edit is shown; the search moves the edit's embedding with an attribute memory.",
+};
 
 function el(tag, props = {}, ...children) {
   const node = Object.assign(document.createElement(tag), props);
@@ -42,16 +51,35 @@ function buildForm(schema) {
   for (const [name, values] of Object.entries(schema.attributes)) {
     attributes.append(selectField("attr", name, values, "keep"));
   }
-  for (const region of schema.regions || []) {
-    const box = el("input", { type: "checkbox", name: "region", value: region });
-    attributes.append(el("label", { className: "check" }, box, ` only the ${region}`));
+  for (const method of schema.methods) {
+    state.methods[method.name] = method;
+    $("#method").append(el("option", { value: method.name, textContent: method.name }));
   }
+  $("#method").value = schema.default_method;
+  applyMethod();
   const filters = $("#filters");
   for (const [field, values] of Object.entries(schema.filters || {})) {
     if (values.length) filters.append(selectField("filter", field, values, "any"));
   }
   filters.hidden = !filters.querySelector("select");
   $("#k").max = schema.k_max;
+}
+
+// The chosen method's attributes and regions: an attribute it cannot change is kept, a region
+// only for a method that edits pixels.
+function applyMethod() {
+  const method = state.methods[$("#method").value];
+  if (!method) return;
+  for (const select of $("#attributes").querySelectorAll("select")) {
+    select.disabled = !method.attributes.includes(select.name);
+    if (select.disabled) select.value = "";
+  }
+  for (const label of $("#attributes").querySelectorAll(".check")) label.remove();
+  for (const region of method.regions) {
+    const box = el("input", { type: "checkbox", name: "region", value: region });
+    $("#attributes").append(el("label", { className: "check" }, box, ` only the ${region}`));
+  }
+  $("#method-note").textContent = KINDS[method.kind] || "";
 }
 
 function chosen(fieldset) {
@@ -111,14 +139,15 @@ function setBusy(busy) {
 
 function chosenQuery() {
   const region = $("#attributes").querySelector("input[name=region]:checked");
-  return { targets: chosen("#attributes"), region: region ? region.value : null,
-    where: chosen("#filters"), k: $("#k").value };
+  return { method: $("#method").value, targets: chosen("#attributes"),
+    region: region ? region.value : null, where: chosen("#filters"), k: $("#k").value };
 }
 
 function formData(start, query) {
   const form = new FormData();
   if (start.file) form.append("image", start.file);
   else form.append("item_id", start.id);
+  if (query.method) form.append("method", query.method);
   form.append("targets", JSON.stringify(query.targets));
   if (query.region) form.append("only_region", query.region);
   form.append("k", query.k);
@@ -174,16 +203,23 @@ function resultCard(result) {
 
 function show(index) {
   const { answer } = state.turns[index];
+  const method = state.methods[answer.method];
+  const pictureless = Boolean(method) && !method.edits_pixels;
   $("#view").classList.add("filled");
   figure("#img-photo", answer.image);
   figure("#img-edited", answer.edited);
   figure("#img-mask", answer.mask);
+  // A method that moves vectors has no edit and no mask to show: the page says so instead.
+  for (const id of ["#img-edited", "#img-mask"]) $(id).closest("figure").hidden = pictureless;
+  $("#no-picture").hidden = !pictureless;
+  $("#no-picture").textContent = pictureless ? `No edited picture: ${answer.method} searched ` +
+    "by moving the photo's embedding toward the chosen values." : "";
   $("#results").replaceChildren(...answer.results.map(resultCard));
   renderTurns(index);
 }
 
 function turnText({ start, query, answer }, i) {
-  let text = `${i + 1}. ${start.label} → ${describe(answer.targets) || "no edit"}`;
+  let text = `${i + 1}. ${start.label} → ${describe(answer.targets) || "no edit"} by ${answer.method}`;
   if (query.region && answer.edited) text += ` (only the ${query.region})`;
   if (Object.keys(query.where).length) text += `; only ${describe(query.where)}`;
   return `${text}: ${answer.results.length} results`;
@@ -212,6 +248,7 @@ function wire() {
     }
   });
   $("#photo").addEventListener("change", (event) => startFromFile(event.target.files[0]));
+  $("#method").addEventListener("change", applyMethod);
   const drop = $("#drop");
   drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
@@ -236,7 +273,8 @@ async function init() {
     showError(error.message);
   }
   api("/api/health").then((health) => {
-    $("#health").textContent = `${health.items} catalog items · model ${health.model} · ${health.device}`;
+    $("#health").textContent =
+      `${health.items} catalog items · default method ${health.default_method} · ${health.device}`;
   }).catch(() => {});
 }
 
