@@ -40,8 +40,9 @@ all of the length it covers, by fabric of the garment's own color in the scene's
 Color. The candidate is the color the most pixels of the torso core (the top on the torso under
 every sleeve length, eroded by one pixel) are nearest to, if at least MAJORITY of them (a
 multicolor accent as near as named white or yellow counts as those). The garment is the top on
-the torso and every sleeve zone not read bare (a silent one only where the read length covers
-it), its pixels with at least MIN_LIGHT of light. The garment is matched to the candidate drawn
+the torso and the sleeve zones of the length read, or, when none is read, of the query's own
+length (a color edit's target keeps the query's sleeves), its pixels with at least MIN_LIGHT of
+light. The garment is matched to the candidate drawn
 one way, the one whose predictions lie nearest (median): as drawn, GAIN darker or lighter, or
 softened as above. A pixel votes for the candidate X when X's prediction is nearer than every
 other color's and, if X is not the query's color, than the query's own top (the old color left
@@ -55,8 +56,8 @@ edit's cannot know it), and read when it passes the vote with at least MULTI_BAS
 garment nearest a base and at least MULTI_REST nearest an accent (several colors, as the
 renderer draws them). Otherwise None.
 
-The garment is what the image shows: a color edit that also bares the arms is read as its
-color on the torso, and its sleeve reading shows the change.
+A color edit that also changes the sleeve cleanly is read over the sleeves it shows, and its
+sleeve reading shows the change.
 
 `grade(image, scene)` returns {"color": value or None, "sleeve": value or None}; a value of None
 never equals a target. `References(scene, size)` + `grade_with(image, refs)` grade several edits
@@ -569,12 +570,13 @@ def grade_with(image: np.ndarray, ref: References) -> dict[str, str | None]:
     candidate = _candidate(reading, ref)
     states = _zone_states(reading, ref, candidate or ref.garment["color"])
     sleeve = _length(states)
-    covers = LENGTHS.index(sleeve) if sleeve is not None else len(LENGTHS)
+    # the garment whose color is read: the top on the torso and the sleeves of the length read,
+    # or, when none is, of the query's own (a color edit's target keeps the query's sleeves)
+    covers = LENGTHS.index(sleeve if sleeve is not None else ref.garment["sleeve"])
     garment_px = ref.lengths["sleeveless"].covered.copy()
     old = np.zeros_like(garment_px)  # the old sleeve left in place: votes against the color
-    for k, (zone, state) in enumerate(zip(ref.zones, states)):
-        if state != "bare" and (state != "silent" or k >= covers):
-            garment_px |= zone
+    for zone, state in zip(ref.zones[covers:], states[covers:]):
+        garment_px |= zone
         if state == "old":
             old |= zone
     if candidate is not None:
