@@ -43,8 +43,8 @@ from amgan_search.index.evaluate.compare.models import COMPARED, PICKS
 @click.option("--sample", type=click.IntRange(min=1), default=500, show_default=True,
               help="Benchmark queries: a random sample of this many test images.")
 @click.option("--sample-seed", type=SEED, default=0, show_default=True)
-# evaluate_edits holds every scene in memory at once (cli/evaluate.py: about 54 bytes a pixel):
-# 10,000 scenes at 64x64 are about 2 GB.
+# evaluate_edits holds every scene in memory at once (cli/evaluate.py: about 92 bytes a pixel):
+# 10,000 scenes at 64x64 are about 4 GB.
 @click.option("--edit-scenes", type=click.IntRange(1, 10_000), default=100, show_default=True,
               help="Synthetic scenes each generator's edits are graded on.")
 @click.option("--edit-seed", type=SEED, default=777, show_default=True)

@@ -15,8 +15,9 @@ from amgan_search.errors import UserError
 
 # evaluate_edits holds every scene at once: its render (3 bytes a pixel), six masks (6) and the
 # float32 tensor of the renders (12), measured with tracemalloc and tensor sizes at 200 x 64x64;
-# and the truth grader's references with one fabric render (33, tracemalloc at 50 x 64x64).
-EDIT_BYTES_PER_PIXEL = 54
+# and the truth grader's references with the softened renders of one edit's two colors (71,
+# tracemalloc at 50 x 64x64).
+EDIT_BYTES_PER_PIXEL = 92
 # The largest top-k a benchmark searches to, as `query -k`.
 MAX_K = 10_000
 
@@ -89,7 +90,7 @@ def evaluate_classifier(which, db, split, cam_scenes, seed, cam_sheet, as_json) 
                    "them (color,sleeve,pattern,neckline: the harder setting's scenes); edits stay "
                    "over the model's.  [default: the model's]")
 @click.option("--n", "n", type=click.IntRange(1, 1_000_000), default=100, show_default=True,
-              help="Test scenes (held in memory at once: about 54 bytes a pixel).")
+              help="Test scenes (held in memory at once: about 92 bytes a pixel).")
 @click.option("--seed", type=SEED, default=777, show_default=True, help="Test scenes' seed.")
 @click.option("--size", type=click.IntRange(16, 1024), default=None,
               help="Render size; the model's output is scaled back to it.  [default: 64]")

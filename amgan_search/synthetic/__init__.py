@@ -30,7 +30,7 @@ from amgan_search.synthetic.catalog import (
                                            value_counts,
                                            write_catalog,
 )
-from amgan_search.synthetic.paint import render
+from amgan_search.synthetic.paint import arm_axis, render
 from amgan_search.synthetic.scene import (
                                            BACKGROUNDS,
                                            GARMENT_RGB,
@@ -50,7 +50,7 @@ from amgan_search.synthetic.sheet import contact_sheet
 __all__ = [
     "BACKGROUNDS", "CATALOG_CSV", "FORMATS", "GARMENT_RGB", "HAIR_RGB", "MASKS",
     "MULTICOLOR_ACCENTS", "MULTICOLOR_BASE", "NECKLINES", "SCENE_VERSION", "SCHEMA_JSON",
-    "SETTINGS_JSON", "SKIN_RGB", "TROUSERS_RGB", "NotEmpty", "Scene", "SceneRow",
+    "SETTINGS_JSON", "SKIN_RGB", "TROUSERS_RGB", "NotEmpty", "Scene", "SceneRow", "arm_axis",
     "catalog_scenes", "contact_sheet", "load_scene_table", "load_scenes", "render",
     "sample_scene", "value_counts", "write_catalog",
 ]

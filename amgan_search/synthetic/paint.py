@@ -244,11 +244,9 @@ class _Arm(NamedTuple):
     r_f: np.ndarray
 
 
-def _paint_arms(canvas: Canvas, fig: _Figure) -> list[_Arm]:
-    """Arm skin and hands on both sides; the arms' geometry, for the sleeves."""
-    scene, r_up, r_fore, r_hand = fig.scene, fig.r_up, fig.r_fore, fig.r_hand
-    upper_len, fore_len = fig.upper_len, fig.fore_len
-    arms = []
+def _skeleton(fig: _Figure):
+    """Per arm (left, right): side, shoulder joint, elbow, wrist and hand centre (figure units)."""
+    scene, r_hand, upper_len, fore_len = fig.scene, fig.r_hand, fig.upper_len, fig.fore_len
     for side, (ju, jv), a_sh, a_el in ((-1, fig.joints[0], scene.left_shoulder, scene.left_elbow),
                                        (1, fig.joints[1], scene.right_shoulder, scene.right_elbow)):
         a1, a2 = math.radians(a_sh), math.radians(a_sh - a_el)
@@ -256,6 +254,36 @@ def _paint_arms(canvas: Canvas, fig: _Figure) -> list[_Arm]:
         wrist = (elbow[0] + side * fore_len * math.sin(a2), elbow[1] + fore_len * math.cos(a2))
         hand_c = (wrist[0] + side * 0.75 * r_hand * math.sin(a2),
                   wrist[1] + 0.75 * r_hand * math.cos(a2))
+        yield side, (ju, jv), elbow, wrist, hand_c
+
+
+def arm_axis(scene: Scene, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Where each pixel lies along the arm nearer to it, as the sleeves are cut: (side HxW int8,
+    -1 left / 1 right; position HxW float32, figure units from the shoulder joint along the upper
+    arm, then the upper arm's length plus the distance along the forearm). A sleeve of length
+    `cut` covers the positions below `cut`: the grader slices a sleeve across its length with it."""
+    fig = _Figure(scene, int(size))
+    shape = (fig.size, fig.size)
+    U, V = np.broadcast_to(fig.u, shape), np.broadcast_to(fig.v, shape)
+    side_map = np.zeros(shape, np.int8)
+    position = np.zeros(shape, np.float32)
+    nearest = np.full(shape, np.inf, np.float32)
+    for side, joint, elbow, wrist, _ in _skeleton(fig):
+        up, fo = Segment(U, V, joint, elbow), Segment(U, V, elbow, wrist)
+        d_up, d_fo = up.distance - fig.r_up, fo.distance - fig.r_fore
+        d = np.minimum(d_up, d_fo)
+        closer = d < nearest
+        side_map[closer] = side
+        position[closer] = np.where(d_up < d_fo, up.t, fig.upper_len + fo.t)[closer]
+        nearest = np.minimum(nearest, d)
+    return side_map, position
+
+
+def _paint_arms(canvas: Canvas, fig: _Figure) -> list[_Arm]:
+    """Arm skin and hands on both sides; the arms' geometry, for the sleeves."""
+    r_up, r_fore, r_hand = fig.r_up, fig.r_fore, fig.r_hand
+    arms = []
+    for side, (ju, jv), elbow, wrist, hand_c in _skeleton(fig):
         pad = r_up + fig.loose + r_hand + 0.02
         us, vs = (ju, elbow[0], hand_c[0]), (jv, elbow[1], hand_c[1])
         box, Ub, Vb = canvas.box(min(us) - pad, max(us) + pad, min(vs) - pad, max(vs) + pad)
