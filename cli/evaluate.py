@@ -165,7 +165,9 @@ def evaluate_edits(model, method, graders, eval_classifier, scene_attributes, n,
 @click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False),
               help="Index of the gallery (the catalog).")
 @click.option("--methods", default="real,amgan,stargan", show_default=True,
-              help="Comma-separated: real, oracle (synthetic catalogs), amgan, stargan, a model folder, NAME=DIR.")
+              help="Comma-separated: real, oracle (synthetic catalogs), amgan, stargan, prototype, adde, "
+                   "hybrid (amgan's edit searched by adde), a model folder, NAME=DIR, NAME=GAN+ADDE "
+                   "(a hybrid of two model folders or names).")
 @click.option("--k", "ks", default="1,5,10,20,30,50", show_default=True, help="Comma-separated k of the top-k curve.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), callback=writable_dir,
               help="Folder for queries.jsonl, summary.json, summary.md, topk.png; a rerun "
@@ -182,6 +184,9 @@ def evaluate_edits(model, method, graders, eval_classifier, scene_attributes, n,
               show_default=True,
               help="A missing label in a target vector: wildcard = matches any value; value = a value "
                    "of its own that only a missing label matches (ADDE's protocol).")
+@click.option("--own", type=click.Choice(["exclude", "keep"]), default="exclude", show_default=True,
+              help="The query's own item: exclude = left out of the gallery; keep = searched like "
+                   "any other item (ADDE's protocol).")
 @graders_options
 @click.option("--edit-attributes", default=None,
               help="Attributes the queries change, comma-separated (the harder setting: "
@@ -192,7 +197,7 @@ def evaluate_edits(model, method, graders, eval_classifier, scene_attributes, n,
 @click.option("--workers", type=WORKERS, default=2, show_default=True)
 @device_option()
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def benchmark(db, index_dir, methods, ks, out, limit, sample, sample_seed, gallery, missing,
+def benchmark(db, index_dir, methods, ks, out, limit, sample, sample_seed, gallery, missing, own,
               graders, eval_classifier, edit_attributes, split, batch_size, workers, device,
               quiet) -> None:
     """The paper's metrics: accuracy of the edits per grader, top-k retrieval accuracy, NDCG@k
@@ -216,7 +221,7 @@ def benchmark(db, index_dir, methods, ks, out, limit, sample, sample_seed, galle
         db=db, index=index_dir, out=out, methods=_flag("--methods", parse_methods, methods),
         ks=_flag("--k", _ks, ks), limit=limit, graders=graders, split=split,
         batch_size=batch_size, workers=workers, device=device, progress=not quiet,
-        gallery=gallery, sample=sample, sample_seed=sample_seed, missing=missing,
+        gallery=gallery, sample=sample, sample_seed=sample_seed, missing=missing, own=own,
         edit_attributes=edit_attributes)
     summary = run_benchmark(config)
     click.echo(summary_markdown(summary))
