@@ -27,6 +27,10 @@ from amgan_search.index.evaluate.compare.models import COMPARED, PICKS
                    "records; a rerun resumes there.")
 @click.option("--methods", default=",".join(COMPARED), show_default=True,
               help="Comma-separated methods; real and oracle are always added.")
+@click.option("--also", default="", metavar="SPEC",
+              help="Methods benchmarked beside them as they are, no training and no edit "
+                   "grading: prototype, adde, hybrid, NAME=DIR, NAME=GAN+ADDE (benchmark's "
+                   "--methods forms).")
 @click.option("--iters", type=click.IntRange(min=1), default=10000, show_default=True,
               help="Iterations every run is planned for (its learning-rate schedule).")
 @click.option("--step", type=click.IntRange(min=1), default=None,
@@ -54,7 +58,7 @@ from amgan_search.index.evaluate.compare.models import COMPARED, PICKS
               help="The benchmark's DataLoader workers.")
 @device_option()
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def compare(train_db, db, index_dir, runs, out, methods, iters, step, pick, no_train, graders,
+def compare(train_db, db, index_dir, runs, out, methods, also, iters, step, pick, no_train, graders,
             sample, sample_seed, edit_scenes, edit_seed, scene_attributes, workers, device,
             quiet) -> None:
     """Train (resume) every method to one iteration, benchmark them between real (the floor) and
@@ -67,7 +71,7 @@ def compare(train_db, db, index_dir, runs, out, methods, iters, step, pick, no_t
     check_own_folder(out, OWN_NAMES)
     config = CompareConfig(
         train_db=train_db, db=db, index=index_dir, runs=runs, out=out, methods=_names(methods),
-        iters=iters, step=step, pick=pick, train=not no_train, graders=graders, sample=sample,
+        also=also, iters=iters, step=step, pick=pick, train=not no_train, graders=graders, sample=sample,
         sample_seed=sample_seed, edit_scenes=edit_scenes, edit_seed=edit_seed,
         scene_attributes=attribute_list(scene_attributes, "--scene-attributes",
                                         "color,sleeve,pattern,neckline"), workers=workers, device=device,

@@ -123,7 +123,7 @@ def server_schema(url: str | None) -> dict | None:
               help="Index folder [default: the demo's, $AMGAN_SEARCH_HOME/index/default].")
 @click.option("--method", default=None, metavar="METHOD",
               help="How the query is answered: amgan, stargan, adde, hybrid, prototype, real, a "
-                   "model folder (a GAN or an ADDE embedding) or NAME=GAN_DIR+ADDE_DIR "
+                   "model folder (a GAN or an ADDE embedding) or NAME=GAN+ADDE "
                    "[default: amgan]. With --server: one of the server's methods, by name "
                    "[default: the server's].")
 @click.option("--model", type=click.Path(file_okay=False), default=None,

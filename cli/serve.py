@@ -10,7 +10,7 @@ import click
               help="Index folder [default: the demo's, $AMGAN_SEARCH_HOME/index/default].")
 @click.option("--methods", default=None, metavar="SPEC",
               help="The methods a query may name, comma-separated: amgan, stargan, adde, hybrid, "
-                   "prototype, real, a model folder, NAME=DIR or NAME=GAN_DIR+ADDE_DIR "
+                   "prototype, real, a model folder, NAME=DIR or NAME=GAN+ADDE "
                    "[default: amgan]. Every one is loaded at start.")
 @click.option("--default", "default", default=None, metavar="NAME",
               help="The method a query that names none gets [default: the first of --methods].")

@@ -35,7 +35,8 @@ NAMED = {"real": ("real", None, None), "oracle": ("oracle", None, None),
 # The method a query takes when none is named: see the README's comparison for why.
 DEFAULT = "amgan"
 HELP = ("real, oracle (synthetic catalogs), amgan, stargan, prototype, adde, hybrid, a model "
-        "folder (a GAN or an ADDE embedding), NAME=DIR, or NAME=GAN_DIR+ADDE_DIR (a hybrid)")
+        "folder (a GAN or an ADDE embedding), NAME=DIR, or NAME=GAN+ADDE (a hybrid; each a "
+        "folder or a shipped model's name)")
 
 
 class Loaded(NamedTuple):
@@ -145,7 +146,12 @@ def _model_kind(path: Path) -> str:
                     f"{kind!r})")
 
 
-def _folder(path: str, part: str) -> Path:
+def _folder(path: str, part: str, shipped: bool = False) -> Path:
+    """The model folder `path` names; with `shipped`, a shipped model's name is one too."""
+    from amgan_search.registry import SHIPPED, shipped_model
+
+    if shipped and path.strip() in SHIPPED:
+        return shipped_model(path.strip())
     folder = Path(path.strip())
     if not folder.is_dir():
         raise UserError(f"{part!r}: {folder} is no model folder")
@@ -159,9 +165,9 @@ def parse_method(part: str) -> Method:
         if not name:
             raise UserError(f"{part!r}: expected NAME=DIR")
         if "+" in path:
-            gan, adde = (_folder(p, part) for p in path.split("+", 1))
+            gan, adde = (_folder(p, part, shipped=True) for p in path.split("+", 1))
             if _model_kind(gan) != "editor" or _model_kind(adde) != "feature":
-                raise UserError(f"{part!r}: a hybrid is NAME=GAN_DIR+ADDE_DIR")
+                raise UserError(f"{part!r}: a hybrid is NAME=GAN+ADDE")
             return Method(name, "hybrid", str(gan), str(adde))
         folder = _folder(path, part)
     elif part in NAMED:

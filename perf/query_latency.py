@@ -105,25 +105,36 @@ def _index(out: Path, embedder, n: int, real: int, schema=None) -> None:
                        schema, embedder.meta(), index_type="auto", progress=False)
 
 
-def _method_retriever(spec: str, tmp: Path, base: Path, tiny: bool, n: int, real: int):
-    """(variant name, the Retriever of the method `spec`) timed beside AMGAN: fp32 and eager as
-    the baseline, over the base index, or, for a method with its own encoder (adde, the hybrid),
-    over an index of the same rows embedded with it."""
+def _method_retrievers(spec: str, tmp: Path, base: Path, tiny: bool, n: int, real: int,
+                       facts: dict) -> dict:
+    """{variant name: the Retriever of the method `spec`} timed beside AMGAN: fp32 and eager as
+    the baseline and, but with --tiny, compiled as `serve` runs it; over the base index, or, for a
+    method with its own encoder (adde, the hybrid), over an index of the same rows embedded with
+    it. Separate networks each (a precision changes its modules)."""
     from amgan_search.index.embed import load_embedder
     from amgan_search.index.methods import parse_method
     from amgan_search.index.retrieve import Retriever
 
     method = parse_method(spec)
-    embedder, index_dir = _models(tiny)[0], base
-    if method.kind in ("feature", "hybrid"):
-        embedder, index_dir = load_embedder(method.encoder_dir(), device="cpu"), tmp / "own"
+    index_dir, own = base, method.kind in ("feature", "hybrid")
+    if own:
+        index_dir = tmp / "own"
+        embedder = load_embedder(method.encoder_dir(), device="cpu")
         _index(index_dir, embedder, n, real, embedder.model.schema)
-    r = Retriever(index_dir, embedder=embedder, method=method, device="cpu", precision="fp32",
-                  progress=False)
-    space = r.space  # loaded now, as a server loads it at start
-    about = (f"{method.kind} method; its space: {type(space).__name__}, "
-             f"{space.embedder.dim}-d at {space.embedder.size} px")
-    return f"{method.name} (fp32)", r, about
+    out = {}
+    for name, precision, compiled in [("fp32", "fp32", False)] + ([] if tiny else
+                                                                  [("compiled", "auto", True)]):
+        embedder = load_embedder(method.encoder_dir(), device="cpu") if own else _models(tiny)[0]
+        r = Retriever(index_dir, embedder=embedder, method=method, device="cpu",
+                      precision=precision, progress=False)
+        space = r.space  # loaded now, as a server loads it at start
+        facts["about"] = (f"{method.kind} method; its space: {type(space).__name__}, "
+                          f"{space.embedder.dim}-d at {space.embedder.size} px")
+        variant = f"{method.name} ({name})"
+        if compiled and not _compile(r, variant, facts):
+            continue
+        out[variant] = r
+    return out
 
 
 def _retrievers(index_dir: Path, tiny: bool, threads: int, default_threads: int) -> tuple[dict, dict]:
@@ -246,10 +257,9 @@ def run(tiny: bool = False, repeats: int | None = None, queries: int | None = No
             retrievers, facts = _retrievers(index_dir, tiny, threads, default_threads)
             agree = _agreement({k: r for k, (r, n) in retrievers.items() if n == threads}, queries)
             if method:  # another method's answers differ by design: timed, not compared
-                name, r, facts["about"] = _method_retriever(method, Path(tmp), index_dir, tiny,
-                                                            n, real)
-                retrievers[name] = (r, threads)
-                facts["method"] = name
+                variants = _method_retrievers(method, Path(tmp), index_dir, tiny, n, real, facts)
+                retrievers.update({name: (r, threads) for name, r in variants.items()})
+                facts["method"] = list(variants)
             times = _time(retrievers, repeats)
     finally:
         torch.set_num_threads(default_threads)
@@ -266,7 +276,7 @@ def _rows(times: dict, agree: dict, facts: dict) -> list[dict]:
             f"native bf16: {'yes' if facts['native'] else 'no'}")
     rows = []
     for name in p:
-        about = f"{facts['about']}; " if name == facts.get("method") else ""
+        about = f"{facts['about']}; " if name in facts.get("method", ()) else ""
         for stage, (p50, p95) in p[name].items():
             row = {"measure": f"{name}: {stage} p50", "value": round(p50, 3), "unit": "ms",
                    "note": f"p95 {p95:.3f} ms; " + about + note}
@@ -290,6 +300,14 @@ def _rows(times: dict, agree: dict, facts: dict) -> list[dict]:
     for name, seconds in facts["compile_s"].items():
         rows.append({"measure": f"{name} ({facts['auto']}): compile and warm-up",
                      "value": round(seconds, 1), "unit": "s"})
+    for name in facts.get("method", ()):  # against AMGAN's query run the same way
+        kind = name[name.rindex("(") + 1:-1]
+        if kind in p:
+            mine, amgan = p[name]["whole query"][0], p[kind]["whole query"][0]
+            rows.append({"measure": f"{name}: whole query p50, speed-up over AMGAN's ({kind})",
+                         "value": round(mine, 3), "unit": "ms",
+                         "baseline": f"{kind}: whole query p50", "baseline_value": round(amgan, 3),
+                         "ratio": round(amgan / mine, 3)})
     return rows
 
 

@@ -3,6 +3,8 @@ attribute memory whose arithmetic moves a query's chunk onto the target value, a
 run, export and loading."""
 
 import numpy as np
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -195,6 +197,11 @@ def test_method_names_and_folders_parse_to_their_kinds(run):
         parse_methods("nonsense")
     with pytest.raises(UserError, match="a hybrid is"):
         parse_methods(f"x={root / 'run'}+{root / 'run'}")
+    (mixed,) = parse_methods(f"h=amgan+{root / 'run'}")  # a shipped name in a hybrid's pair
+    assert mixed.kind == "hybrid" and mixed.encoder_path == str((root / "run").resolve())
+    assert Path(mixed.editor_path).name == "amgan"
+    with pytest.raises(UserError, match="is no model folder"):
+        parse_methods(f"h=nonsense+{root / 'run'}")
 
 
 def test_prototype_arithmetic_moves_a_query_onto_the_new_values_mean(tmp_path):

@@ -452,3 +452,47 @@ def test_a_real_run_trains_to_the_step_and_exports_there(tmp_path):
     # the truth's best up to the step is its only validated checkpoint here
     config.pick = "best"
     assert compare_models.prepare_models(config, 2, [], log=lambda line: None) == picked
+
+
+def test_also_benchmarks_a_method_beside_them_as_it_is(tmp_path, monkeypatch):
+    """--also: a feature-space method gets its row of retrieval beside the trained methods, with no
+    training and no edits of its own; the command line that repeats the comparison names it."""
+    import pandas as pd
+
+    from builders import index_from_vectors
+
+    runs = tmp_path / "runs"
+    fake_model(runs / "models" / "amgan-500", "amgan", 500)
+    (runs / "classifier-cam").mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (runs / "classifier-cam" / name).write_text("{}")
+    index_from_vectors(tmp_path / "index", np.eye(len(IDS), 8, dtype=np.float32), LABELS,
+                       pd.DataFrame({"id": IDS, "path": "x.png", "split": "test"}), SCHEMA)
+    seen = {}
+
+    def benchmark(config, models, spec):
+        seen["also"] = config.also
+        records = benchmark_records()
+        records += [{**r, "method": "prototype", "predicted": {}, "truth": {}}
+                    for r in records if r["method"] == "oracle"]
+        out = Path(config.out) / "benchmark" / "queries.jsonl"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(json.dumps(r) + "\n" for r in records))
+        return out
+
+    monkeypatch.setattr(compare_run, "benchmark", benchmark)
+    monkeypatch.setattr(compare_run, "_load_graders", lambda spec, device: {"cam": None})
+    monkeypatch.setattr(compare_run, "_evaluate_edits", lambda config, model, graders: EDITS)
+    result = run(*compare_args(tmp_path, "--methods", "amgan", "--also", "prototype",
+                               "--no-train", "--quiet"))
+    assert result.exit_code == 0, result.output
+    assert seen["also"] == "prototype"
+    out = tmp_path / "out"
+    md = (out / "comparison.md").read_text()
+    assert "| prototype |" in md and "--also prototype" in md
+    assert sorted(p.name for p in (out / "edits").iterdir()) == ["amgan.json", "amgan.jsonl"]
+    saved = json.loads((out / "comparison.json").read_text())
+    assert saved["methods"]["prototype"]["topk"] == saved["methods"]["oracle"]["topk"]
+    assert not saved["methods"]["prototype"]["has_edits"]
+    assert_refused(run(*compare_args(tmp_path, "--methods", "amgan", "--also", "amgan")),
+                   "already compared")

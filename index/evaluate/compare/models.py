@@ -60,8 +60,18 @@ class CompareConfig:
     workers: int = 0
     device: str | None = None
     progress: bool = True
+    # Methods benchmarked beside the trained ones, as they are (no training, no edit grading):
+    # a --methods spec of `index.methods` (prototype, adde, a hybrid, ...).
+    also: str = ""
 
     def check(self) -> None:
+        if self.also:
+            from amgan_search.index.methods import parse_methods
+
+            names = [m.name for m in parse_methods(self.also)]
+            clash = next((n for n in names if n in ("real", "oracle", *self.methods)), None)
+            if clash:
+                raise UserError(f"--also: {clash!r} is already compared; name it otherwise")
         unknown = [m for m in self.methods if m not in COMPARED]
         if unknown or not self.methods:
             raise UserError(f"unknown method {unknown[0]!r}; valid: {', '.join(COMPARED)}"

@@ -47,6 +47,7 @@ def settings(config: CompareConfig, step: int, spec: str, picked: dict[str, int]
     """What OUT/compare.json records: the step, the pick, the data, the graders and the models
     (`picked`: each method's iteration; {} before they are known), paths as the user gave them."""
     return {"step": step, "pick": config.pick, "db": str(config.db), "index": str(config.index),
+            **({"also": config.also} if config.also else {}),
             "sample": config.sample, "sample_seed": config.sample_seed, "graders": spec,
             "models": {m: str(model_dir(config, m, s)) for m, s in picked.items()}}
 
@@ -88,7 +89,8 @@ def benchmark(config: CompareConfig, models: dict[str, Path], spec: str) -> Path
     from amgan_search.index.methods import parse_methods
 
     out = Path(config.out) / BENCHMARK
-    methods = parse_methods(["real", *(f"{m}={p}" for m, p in models.items()), "oracle"])
+    also = parse_methods(config.also) if config.also else []
+    methods = parse_methods(["real", *(f"{m}={p}" for m, p in models.items()), "oracle"]) + also
     run_benchmark(BenchmarkConfig(
         db=config.db, index=config.index, out=str(out), methods=methods, ks=list(KS),
         sample=config.sample, sample_seed=config.sample_seed, graders=spec,
@@ -175,7 +177,7 @@ def compare_command(config: CompareConfig, step: int) -> str:
     options = {"--train-db": config.train_db, "--db": config.db, "--index": config.index,
                "--runs": config.runs, "--out": config.out, "--methods": ",".join(config.methods),
                "--iters": config.iters, "--step": step, "--checkpoint": config.pick,
-               "--graders": config.graders,
+               "--graders": config.graders, "--also": config.also,
                "--sample": config.sample, "--sample-seed": config.sample_seed,
                "--edit-scenes": config.edit_scenes, "--edit-seed": config.edit_seed,
                "--scene-attributes": ",".join(config.scene_attributes)}
@@ -191,7 +193,7 @@ def report(config: CompareConfig, step: int, picked: dict[str, int], queries: Pa
     from amgan_search.io import read_jsonl
     from amgan_search.registry import parse_graders
 
-    names = ["real", *config.methods, "oracle"]
+    names = ["real", *config.methods, *also_names(config), "oracle"]
     searcher = Searcher(config.index)
     records = [r for r in read_jsonl(queries) if r.get("method") in names]
     run = {"step": step, "pick": config.pick, "picked": picked, "iters": config.iters,
@@ -205,6 +207,12 @@ def report(config: CompareConfig, step: int, picked: dict[str, int], queries: Pa
                              gallery_labels=searcher.labels, methods=names, run=run)
     write_comparison(config.out, table)
     return table
+
+
+def also_names(config: CompareConfig) -> list[str]:
+    from amgan_search.index.methods import parse_methods
+
+    return [m.name for m in parse_methods(config.also)] if config.also else []
 
 
 def run_comparison(config: CompareConfig, log: Callable[[str], None] | None = None) -> dict:
