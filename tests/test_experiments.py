@@ -27,8 +27,8 @@ def script(name: str, *args: str, monkeypatch) -> int:
 
 
 def test_every_script_is_covered():
-    assert SCRIPTS == ["alpha_probe", "d_probe", "dc_probe", "paired", "rest_chunk",
-                       "sleeve_directions", "supervised_probe", "z_probe"]
+    assert SCRIPTS == ["alpha_probe", "d_probe", "dc_probe", "method_table", "paired",
+                       "rest_chunk", "sleeve_directions", "supervised_probe", "z_probe"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -38,7 +38,7 @@ def test_each_script_answers_help_with_its_docstring(name, monkeypatch, capsys):
     assert first in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", ["d_probe", "dc_probe", "paired", "rest_chunk",
+@pytest.mark.parametrize("name", ["d_probe", "dc_probe", "method_table", "paired", "rest_chunk",
                                   "sleeve_directions", "supervised_probe", "z_probe"])
 def test_each_script_refuses_too_few_arguments_with_its_usage(name, monkeypatch, capsys):
     assert script(name, monkeypatch=monkeypatch) == 1
