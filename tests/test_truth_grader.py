@@ -64,7 +64,8 @@ def test_the_scene_rerendered_with_every_sleeve_reads_that_sleeve(size):
 
 def test_the_grader_reads_true_renders_and_true_edits_of_unseen_scenes():
     # On 500 scenes, python -m amgan_search.metrics.truth --n 500 --seed 50000 [--size 128]
-    # [--jpeg], every cell measured 0.998-1.000 (the README's table); here 60 other scenes, JPEG
+    # [--jpeg], every cell measured 0.998-1.000
+    # (docs/results/truth-grader.md); here 60 other scenes, JPEG
     # as a catalog stores them, with the bar of 0.98 (color) and 0.95 (sleeve).
     result = grader_accuracy(n=60, seed=51_000, size=64, jpeg=True)
     for row in ("true", "color edit", "sleeve edit"):
@@ -75,7 +76,7 @@ def test_the_grader_reads_true_renders_and_true_edits_of_unseen_scenes():
 def test_the_grader_reads_the_harder_setting_patterned_tops_and_every_neckline():
     # python -m amgan_search.metrics.truth --n 500 --seed 50000 --attributes
     # color,sleeve,pattern,neckline [--size 128] [--jpeg] measured 0.988-1.000 in every cell
-    # (0.988: color edits, 64 px, JPEG; the README's table); here 30 other scenes.
+    # (0.988: color edits, 64 px, JPEG; docs/results/truth-grader.md); here 30 other scenes.
     result = grader_accuracy(n=30, seed=61_000, size=64, jpeg=True,
                              attributes=("color", "sleeve", "pattern", "neckline"))
     for row in ("true", "color edit", "sleeve edit"):
