@@ -1,7 +1,7 @@
-"""Every interval the README quotes is one its files hold, rounded once: printed by a result file
-(or a card's 4-decimal figure to 3 decimals), or recomputed from the records by the
-`experiments/paired.py` command a table row or a sentence names. The prose rounds nothing from
-raw values itself (a bound rounded again in a sentence is refused)."""
+"""Every interval the README and the docs/ pages quote is one their files hold, rounded once:
+printed by a result file (or a card's 4-decimal figure to 3 decimals), or recomputed from the
+records by the `experiments/paired.py` command a table row or a sentence names. The prose rounds
+nothing from raw values itself (a bound rounded again in a sentence is refused)."""
 
 import re
 import sys
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "experiments"
 # The pages that quote figures (what a reader reads), and the files whose tables they quote: the
 # result files and the shipped models' cards. A page is never its own source.
-PAGES = [ROOT / "README.md"]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SOURCES = [*(ROOT / "docs" / "results").rglob("*.md"),
            *(ROOT / "amgan_search" / "models").glob("*/*.md")]
 # An estimate and its interval as the tables print them: 0.741 [0.723, 0.757], +0.054 [...]
