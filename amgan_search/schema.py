@@ -132,7 +132,7 @@ SYNTHETIC_NECKLINES = ("crew", "v", "scoop")
 
 # Every attribute the synthetic renderer knows; the default schema uses color and sleeve, as
 # DeepFashion-Synthesis does. pattern and neckline are visible attributes the way Shopping100k has
-# more of them: the harder setting labels all four (README, "The harder setting"). Outside a
+# more of them: the harder setting labels all four (docs/usage.md, "The harder setting"). Outside a
 # schema, pattern is solid and the neckline a nuisance of the scene.
 SYNTHETIC_ATTRIBUTES = {
     "color": SYNTHETIC_COLORS,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from amgan_search.io import JsonlWriter, jsonl_exists, packed, read_jsonl, write_jsonl
 
-# The records and rows the README's experiments cite.
+# The records and rows docs/experiments.md cites.
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "experiments"
 
 

@@ -22,6 +22,15 @@ def edits(name: str) -> dict:
     return {(r["scene"], r["attribute"], r["target"]): r for r in records(name)}
 
 
+def difference(ea: dict, eb: dict, part: str) -> tuple[int, str]:
+    """(edits of the part, "A - B [low, high]" as printed) for two runs' `edits`."""
+    keys = [k for k, r in ea.items() if PARTS[part](r)]
+    diff = np.array([float(ea[k]["truth"] == k[2]) - float(eb[k]["truth"] == k[2])
+                     for k in keys])
+    est, low, high = interval(diff, groups=[k[0] for k in keys])
+    return len(keys), f"{est:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
 def main(pairs: list[str]) -> None:
     print("| A | B | edits | A - B truth accuracy [95% interval] |")
     print("|---|---|---|---|")
@@ -29,12 +38,9 @@ def main(pairs: list[str]) -> None:
         ea, eb = edits(a), edits(b)
         if ea.keys() != eb.keys():
             sys.exit(f"{a} and {b} did not edit the same scenes and targets")
-        for part, keep in PARTS.items():
-            keys = [k for k, r in ea.items() if keep(r)]
-            diff = np.array([float(ea[k]["truth"] == k[2]) - float(eb[k]["truth"] == k[2])
-                             for k in keys])
-            est, low, high = interval(diff, groups=[k[0] for k in keys])
-            print(f"| {a} | {b} | {part}: {len(keys)} | {est:+.3f} [{low:+.3f}, {high:+.3f}] |")
+        for part in PARTS:
+            n, text = difference(ea, eb, part)
+            print(f"| {a} | {b} | {part}: {n} | {text} |")
 
 
 if __name__ == "__main__":

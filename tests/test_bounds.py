@@ -201,8 +201,9 @@ def test_an_error_names_the_servers_files_without_their_folders():
 
 @pytest.mark.slow
 def test_the_upload_benchmark_runs_tiny_answers_every_upload_and_reports_its_targets():
-    # Its timing and memory targets are the benchmark's to judge on an idle machine (README),
-    # not a test's: a loaded CI machine answers /api/health slower than any fixed bound.
+    # Its timing and memory targets are the benchmark's to judge on an idle machine
+    # (docs/benchmarks.md), not a test's: a loaded CI machine answers /api/health slower than
+    # any fixed bound.
     from perf.serve_uploads import run as run_benchmark
 
     rows = {r["measure"]: r for r in run_benchmark(tiny=True, clients=(2,))}

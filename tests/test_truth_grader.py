@@ -64,7 +64,8 @@ def test_the_scene_rerendered_with_every_sleeve_reads_that_sleeve(size):
 
 def test_the_grader_reads_true_renders_and_true_edits_of_unseen_scenes():
     # On 500 scenes, python -m amgan_search.metrics.truth --n 500 --seed 50000 [--size 128]
-    # [--jpeg], every cell measured 0.998-1.000 (the README's table); here 60 other scenes, JPEG
+    # [--jpeg], every cell measured 0.998-1.000
+    # (docs/results/truth-grader.md); here 60 other scenes, JPEG
     # as a catalog stores them, with the bar of 0.98 (color) and 0.95 (sleeve).
     result = grader_accuracy(n=60, seed=51_000, size=64, jpeg=True)
     for row in ("true", "color edit", "sleeve edit"):
@@ -75,7 +76,7 @@ def test_the_grader_reads_true_renders_and_true_edits_of_unseen_scenes():
 def test_the_grader_reads_the_harder_setting_patterned_tops_and_every_neckline():
     # python -m amgan_search.metrics.truth --n 500 --seed 50000 --attributes
     # color,sleeve,pattern,neckline [--size 128] [--jpeg] measured 0.988-1.000 in every cell
-    # (0.988: color edits, 64 px, JPEG; the README's table); here 30 other scenes.
+    # (0.988: color edits, 64 px, JPEG; docs/results/truth-grader.md); here 30 other scenes.
     result = grader_accuracy(n=30, seed=61_000, size=64, jpeg=True,
                              attributes=("color", "sleeve", "pattern", "neckline"))
     for row in ("true", "color edit", "sleeve edit"):
@@ -340,26 +341,26 @@ def half_of_the_band_bared(query, i, size):
     return image, query, "sleeve", ("three-quarter",)
 
 
-def a_fabric_ring_left_across_the_band(query, i, size):
-    """long -> short with a ring of fabric, 3 px (at 64) across the arm, left in the band."""
+def _shortened_but(query, size, left):
+    """long -> short with the fabric left where left(band, position along the arm in pixels)."""
     image, masks = render(query, size)
     target, target_masks = render(query.with_attributes(sleeve="short"), size)
     band = masks["garment"] & ~target_masks["garment"]
-    position = arm_axis(query, size)[1] * query.scale * size
-    ring = band & (np.abs(position - np.median(position[band])) < 1.5 * size / 64)
-    target[ring] = image[ring]
+    kept = left(band, arm_axis(query, size)[1] * query.scale * size)
+    target[kept] = image[kept]
     return target, query, "sleeve", ("short",)
+
+
+def a_fabric_ring_left_across_the_band(query, i, size):
+    """long -> short with a ring of fabric, 3 px (at 64) across the arm, left in the band."""
+    return _shortened_but(query, size, lambda band, position: band & (
+        np.abs(position - np.median(position[band])) < 1.5 * size / 64))
 
 
 def the_cuff_left_at_the_wrist(query, i, size):
     """long -> short with the last 3 px (at 64) of the sleeve left at the wrist."""
-    image, masks = render(query, size)
-    target, target_masks = render(query.with_attributes(sleeve="short"), size)
-    band = masks["garment"] & ~target_masks["garment"]
-    position = arm_axis(query, size)[1] * query.scale * size
-    cuff = band & (position > position[band].max() - 3 * size / 64)
-    target[cuff] = image[cuff]
-    return target, query, "sleeve", ("short",)
+    return _shortened_but(query, size, lambda band, position: band & (
+        position > position[band].max() - 3 * size / 64))
 
 
 def arm_painted_the_background(query, i, size):
@@ -384,33 +385,34 @@ def sleeves_of_another_color(query, i, size):
     return image, query, "sleeve", LONGER
 
 
-def a_half_transparent_sleeve(query, i, size):
-    """short -> long with the new sleeve 60% fabric, 40% skin."""
+def _lengthened(query, size):
+    """short -> long: (the short query, its image, the true long one, the arm the edit covers,
+    the position along the arm in pixels)."""
     query = query.with_attributes(sleeve="short")
     image, masks = render(query, size)
     target, target_masks = render(query.with_attributes(sleeve="long"), size)
-    arm = target_masks["garment"] & ~masks["garment"]
+    position = arm_axis(query, size)[1] * query.scale * size
+    return query, image, target, target_masks["garment"] & ~masks["garment"], position
+
+
+def a_half_transparent_sleeve(query, i, size):
+    """short -> long with the new sleeve 60% fabric, 40% skin."""
+    query, image, target, arm, _ = _lengthened(query, size)
     image[arm] = (0.6 * target[arm] + 0.4 * image[arm]).round().astype(np.uint8)
     return image, query, "sleeve", LONGER
 
 
 def fabric_on_two_of_three_rows(query, i, size):
     """short -> long with the new sleeve on two rows of every three, skin on the third."""
-    query = query.with_attributes(sleeve="short")
-    image, masks = render(query, size)
-    target, target_masks = render(query.with_attributes(sleeve="long"), size)
-    rows = _rows(target_masks["garment"] & ~masks["garment"], lambda y: y % 3 != 0)
+    query, image, target, arm, _ = _lengthened(query, size)
+    rows = _rows(arm, lambda y: y % 3 != 0)
     image[rows] = target[rows]
     return image, query, "sleeve", LONGER
 
 
 def a_skin_gap_across_the_new_sleeve(query, i, size):
     """short -> long with a band of skin 3 px (at 64) across the new sleeve at the elbow."""
-    query = query.with_attributes(sleeve="short")
-    image, masks = render(query, size)
-    target, target_masks = render(query.with_attributes(sleeve="long"), size)
-    arm = target_masks["garment"] & ~masks["garment"]
-    position = arm_axis(query, size)[1] * query.scale * size
+    query, image, target, arm, position = _lengthened(query, size)
     gap = arm & (np.abs(position - np.median(position[arm])) < 1.5 * size / 64)
     target[gap] = image[gap]
     return target, query, "sleeve", ("long",)

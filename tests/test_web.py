@@ -5,7 +5,7 @@ method and get its results, with no edited picture and the page saying why.
 Debian's Chromium driven by Playwright (its own browser download cannot work here) against
 `amgan-search serve --methods amgan,adde=RUN` over a small synthetic catalog indexed with the
 shipped models, RUN a disentangled embedding trained on it in seconds.
-`AMGAN_SEARCH_SCREENSHOT=docs/serve.png` also saves the page after the red query (the README's
+`AMGAN_SEARCH_SCREENSHOT=docs/serve.png` also saves the page after the red query (docs/usage.md's
 picture).
 """
 
@@ -152,7 +152,7 @@ def _loaded_pictures(page, selector: str) -> list[bool]:
 
 
 def _screenshot(page) -> None:
-    """The README's picture, written under a temporary name and renamed into place."""
+    """docs/usage.md's picture, written under a temporary name and renamed into place."""
     target = os.environ.get("AMGAN_SEARCH_SCREENSHOT")
     if not target:
         return

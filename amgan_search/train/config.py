@@ -75,19 +75,19 @@ class AmganConfig:
     # target). A critic that is not told the target can call a sleeve kept on an arm meant to be
     # bare real, since real photos have sleeves; one that is told it has seen no such photo.
     # Measured from scratch to 4,500 iterations: sleeve truth within noise, colour truth -0.03,
-    # and D_C still finds the kept sleeves no less real (README, the experiments): off.
+    # and D_C still finds the kept sleeves no less real (docs/experiments.md): off.
     conditional_critic: str = "none"
     # Our option where the paper's L_cyc asks for every pixel back ("all"): "kept" weighs each
     # pixel by 1 - alpha of the forward edit (held fixed), so the cycle asks back only what the
     # edit left alone. A sleeve taken away must be redrawn, in its colour and pattern, by the
     # way back; the cheapest way to pay "all" is to leave it under a half-open alpha, where the
     # way back still sees it. Measured from scratch to 5,000 iterations: shortening unchanged
-    # (README, the experiments): off.
+    # (docs/experiments.md): off.
     cycle_region: str = "all"
     # Our option, 0 in the paper: lambda * mean(4 alpha (1 - alpha)) pushes alpha to 0 or 1, so
     # what an edit opens shows z alone, not z over the photo (a sleeve seen through a smear).
     # Measured at 10 from scratch to 4,000 and 5,000 iterations: preservation about halved,
-    # shortening +0.108 and +0.081, sleeve truth 0.407 and 0.380 (README, the experiments);
+    # shortening +0.108 and +0.081, sleeve truth 0.407 and 0.380 (docs/experiments.md);
     # one run: off.
     lambda_alpha_binary: float = 0.0
     # Our option, none in the paper (()): random transforms (`train.diffaug.POLICIES`) in front
@@ -95,7 +95,7 @@ class AmganConfig:
     # not paid by smears tuned to one view of the pixels. Measured from scratch: D_I's head
     # still accepts nearly every sleeve edit the truth rejects; translation,cutout costs colour;
     # blur over 10,000 iterations gains +0.07 sleeve truth on the test scenes, in the edits that
-    # add fabric, and none on the validation scenes (README, the experiments): off.
+    # add fabric, and none on the validation scenes (docs/experiments.md): off.
     diff_augment: tuple[str, ...] = ()
     perceptual_conv5: bool = True         # False: avg-pool features only (Shopping100k)
     # conv5 maps finer than this are average-pooled to it for L_p. Our choice: the paper's

@@ -3,7 +3,7 @@
 DiffAugment (Zhao et al., NeurIPS 2020) puts the same kind of random transformation T in front
 of the critic for real images and for edits, in D's update and in G's, so D learns D(T(x)) and
 G is paid through D(T(x*)). Here it is aimed at L_cls: the generator's sleeve edits are
-adversarial examples for D's classification head (README, the experiments: the head reads them
+adversarial examples for D's classification head (docs/experiments.md: the head reads them
 as the target more often than the true edits). Smears tuned to the pixels a head sees in one
 place and at one sharpness may not survive a head that sees every image shifted, partly hidden
 or blurred; a sleeve taken away truly does.
