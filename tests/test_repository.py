@@ -13,13 +13,16 @@ import pytest
 
 from builders import ROOT, tracked
 
-DOCS_LIMIT = 15 * 2**20
+# 15 MB held every result until the feature-space comparison, whose per-query records (five runs,
+# 4.3 MB compressed, docs/results/feature-space) every table of docs/feature-space.md is computed
+# from; the limit keeps the next addition a decision.
+DOCS_LIMIT = 20 * 2**20
 # A record file longer than this is kept gzip-compressed (NAME.jsonl.gz, `io.packed`); the rows
 # files the experiments append to, one line a run, stay plain and short.
 PLAIN_RECORD_LINES = 500
 
 
-def test_docs_stay_under_15_mb_in_the_tree():
+def test_docs_stay_under_20_mb_in_the_tree():
     size = sum(path.stat().st_size for path in tracked("docs"))
     assert 0 < size < DOCS_LIMIT, f"docs/ holds {size / 2**20:.1f} MB"
 
