@@ -49,6 +49,14 @@ class IndexSpace:
     def manipulate(self, f: np.ndarray, labels, attribute: int, target) -> np.ndarray:
         return f
 
+    def old_values(self, f: np.ndarray, labels, attribute: int) -> np.ndarray:
+        """The attribute's current value per row: its label, or what the vector reads where the
+        label is missing."""
+        old = np.asarray(labels)[:, attribute]
+        if (old == MISSING).any():
+            old = np.where(old == MISSING, self.read(f)[:, attribute], old)
+        return old
+
 
 class PrototypeSpace(IndexSpace):
     """The index's embedding, f - mean(old value) + mean(new value), renormalised.
@@ -74,15 +82,14 @@ class PrototypeSpace(IndexSpace):
                 if rows.any():
                     means[v] = vectors[rows].mean(axis=0)
             self.means.append(means)
+        self.unit_means = [_normalised(m) for m in self.means]  # what `read` compares with
 
     def read(self, f: np.ndarray) -> np.ndarray:
         """Each attribute's value whose mean is nearest (cosine)."""
-        return np.stack([np.argmax(f @ _normalised(m).T, axis=1) for m in self.means], axis=1)
+        return np.stack([np.argmax(f @ m.T, axis=1) for m in self.unit_means], axis=1)
 
     def manipulate(self, f, labels, attribute, target):
-        old = np.asarray(labels)[:, attribute]
-        if (old == MISSING).any():
-            old = np.where(old == MISSING, self.read(f)[:, attribute], old)
+        old = self.old_values(f, labels, attribute)
         means = self.means[attribute]
         return _normalised(f - means[old] + means[np.broadcast_to(target, len(f))])
 
@@ -124,10 +131,7 @@ class MemorySpace(IndexSpace):
         k = self.own_position[attribute]
         old = None
         if self.mode == "arith":
-            old = np.asarray(labels)[:, attribute]
-            if (old == MISSING).any():
-                old = np.where(old == MISSING, self.read(f)[:, attribute], old)
-            old = torch.from_numpy(old)
+            old = torch.from_numpy(self.old_values(f, labels, attribute))
         with torch.inference_mode():
             # f is normalised as a whole; the encoder's chunks are at their weights' norms
             raw = torch.from_numpy(f) * self.encoder.scale.norm()
